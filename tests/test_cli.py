@@ -1,0 +1,86 @@
+"End-to-end tests of the installed command lines, on synthetic data in temporary folders"
+import numpy as np, nibabel as nib, pandas as pd
+from pathlib import Path
+from conftest import run
+
+
+def test_synth_writes_kaggle_layout(synth_data):
+    vols = sorted(synth_data.glob('volume_pt*/volume-*.nii'))
+    segs = sorted((synth_data/'segmentations').glob('segmentation-*.nii'))
+    assert len(vols) == len(segs) == 6
+    img, seg = nib.load(vols[0]), nib.load(synth_data/'segmentations'/vols[0].name.replace('volume', 'segmentation'))
+    assert img.get_data_dtype() == np.int16 and seg.shape == img.shape
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+
+
+def test_prepare_manifest_counts_match_nifti(synth_data, synth_cache):
+    man = pd.read_csv(synth_cache/'manifest.csv', dtype={'case': str})
+    assert set(man['case']) == {str(i) for i in range(6)}
+    for case in ['0', '3']:
+        seg = nib.as_closest_canonical(nib.load(synth_data/'segmentations'/f'segmentation-{case}.nii'))
+        lab = np.asarray(seg.dataobj)
+        rows = man[man['case'] == case].sort_values('slice')
+        # canonical slices lie on the last axis; counts per slice do not depend on in-plane orientation
+        assert rows['liver_px'].tolist() == [(lab[:, :, z] == 1).sum() for z in range(lab.shape[2])]
+        assert rows['tumor_px'].tolist() == [(lab[:, :, z] == 2).sum() for z in range(lab.shape[2])]
+
+
+def test_prepare_rerun_is_idempotent(synth_data, synth_cache):
+    before = {p: p.stat().st_mtime_ns for p in synth_cache.rglob('*.npy')}
+    run('lits-prepare', synth_data, synth_cache)
+    assert before == {p: p.stat().st_mtime_ns for p in synth_cache.rglob('*.npy')}
+
+
+def test_prepare_names_a_truncated_volume_and_caches_the_rest(synth_data, tmp_path):
+    data = tmp_path/'data'
+    (data/'segmentations').mkdir(parents=True)
+    for v in sorted(synth_data.glob('volume_pt*/volume-*.nii'))[:3]:
+        (data/v.name).write_bytes(v.read_bytes())
+        s = synth_data/'segmentations'/v.name.replace('volume', 'segmentation')
+        (data/'segmentations'/s.name).write_bytes(s.read_bytes())
+    bad = sorted(data.glob('volume-*.nii'))[0]
+    bad.write_bytes(bad.read_bytes()[:bad.stat().st_size//3])
+    p = run('lits-prepare', data, tmp_path/'cache', ok=False)
+    lines = [l for l in p.stderr.splitlines() if bad.name in l]
+    assert len(lines) == 1 and 'Traceback' not in p.stderr, p.stderr
+    man = pd.read_csv(tmp_path/'cache'/'manifest.csv', dtype={'case': str})
+    assert sorted(man['case'].unique()) == sorted(v.name[7:-4] for v in data.glob('volume-*.nii') if v != bad)
+
+
+def test_train_predict_evaluate(synth_data, synth_cache, tmp_path):
+    out = tmp_path/'run'
+    run('lits-train', synth_cache, '--arch', 'ltnet', '--encoder', 'resnet18', '--epochs', 1, '--size', 32, '--bs', 8,
+        '--valid-cases', '4,5', '--pretrained', 'no', '--out', out)
+    assert {'model.safetensors', 'history.csv', 'curves.png'} <= {p.name for p in out.iterdir()}
+    vol = next(synth_data.glob('volume_pt*/volume-5.nii'))
+    pred = tmp_path/'pred'
+    p = run('lits-predict', out/'model.safetensors', vol, pred)
+    mask = nib.load(pred/'segmentation-5.nii')
+    src = nib.load(vol)
+    assert mask.shape == src.shape and np.allclose(mask.affine, src.affine)
+    assert mask.get_data_dtype() == np.uint8
+    run('lits-evaluate', pred, synth_data/'segmentations', '--out', tmp_path/'metrics.csv')
+    per_case = pd.read_csv(tmp_path/'metrics.csv', dtype={'case': str})
+    assert set(per_case['case']) == {'5'} and per_case['dice'].between(0, 1).all()
+
+
+def test_train_rejects_a_missing_folder(tmp_path):
+    p = run('lits-train', tmp_path/'nowhere', ok=False)
+    assert 'nowhere' in p.stderr and 'Traceback' not in p.stderr
+
+
+import pytest
+
+@pytest.mark.parametrize('arch,size,extra', [
+    ('ltnet', 64, []), ('hybrid', 64, []), ('cafct', 64, []), ('dyntransnet2d', 64, []), ('smp:Unet', 64, ['--encoder', 'resnet18']),
+    ('unet3d', 32, []), ('dyntransnet', 32, [])])
+def test_every_architecture_trains_one_epoch(arch, size, extra, synth_cache, tmp_path):
+    "Each registered system trains one epoch through lits-train and writes a model file that loads in a fresh process"
+    out = tmp_path/arch.replace(':', '_')
+    run('lits-train', synth_cache, '--arch', arch, '--epochs', 1, '--size', size, '--max-cases', 3, '--valid-cases', '5',
+        '--bs', 2, '--pretrained', 'no', '--out', out, *extra, timeout=900)
+    hist = pd.read_csv(out/'history.csv')
+    assert len(hist) == 1 and np.isfinite(hist['train_loss']).all()
+    import subprocess, sys
+    code = f"from lits_fastai.learner import load_model_file; m,c = load_model_file({str(out/'model.safetensors')!r}); print(c['arch'])"
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()[-1] == arch
