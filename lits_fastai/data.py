@@ -87,7 +87,8 @@ def case_table(cases) -> pd.DataFrame:
 def _spread(order, m, rng):
     "`m` positions of `order`, one drawn from each of `m` equal stretches (systematic sampling)"
     n = len(order)
-    return [order[int((i + rng.random()) * n / m)] for i in range(m)]
+    bounds = [i*n//m for i in range(m+1)]   # m disjoint, non-empty stretches when m <= n
+    return [order[lo + int(rng.random()*(hi-lo))] for lo,hi in zip(bounds[:-1], bounds[1:])]
 
 def _sorted(cs): return sorted(map(str, cs), key=case_key)
 

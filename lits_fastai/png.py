@@ -59,7 +59,8 @@ def _from_csv(csv):
     return pd.DataFrame({_COLS[c]: [find(p) for p in df[c]] for c in _CSV_COLS})
 
 def _from_folders(path, images, liver, tumor, pattern):
-    files = {k: sorted(Path(path).glob(g)) for k,g in (('image', images), ('liver', liver), ('tumor', tumor))}
+    globs = {'image': images, 'liver': liver, 'tumor': tumor}
+    files = {k: sorted(Path(path).glob(g)) for k,g in globs.items()}
     if not files['image']: raise BadInputError(path, f"no images matching {images!r}")
     keyed = {}
     for k,fs in files.items():
@@ -71,7 +72,7 @@ def _from_folders(path, images, liver, tumor, pattern):
     rows = []
     for key,f in keyed['image'].items():
         for k in ('liver', 'tumor'):
-            if key not in keyed[k]: raise BadInputError(f, f"no {k} mask for case {key[0]} slice {key[1]} (looked for {locals()[k]!r})")
+            if key not in keyed[k]: raise BadInputError(f, f"no {k} mask for case {key[0]} slice {key[1]} (looked for {globs[k]!r})")
         rows.append({'image': f, 'liver': keyed['liver'][key], 'tumor': keyed['tumor'][key]})
     return pd.DataFrame(rows)
 

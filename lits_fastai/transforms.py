@@ -134,10 +134,6 @@ class Intensity(Transform):
         k = 1 if x.ndim==2 else len(x)
         return TensorSlice(torch.from_numpy(out.reshape(-1, *out.shape[-2:])), show_chan=(k//2)*self.n_channels)
 
-def _chan(f):
-    "Apply the single-channel map `f` and add the channel axis"
-    return lambda x: f(x)[..., None, :, :]
-
 class Window(Intensity):
     "CT windows (width, level) stacked as channels"
     kind = 'window'
