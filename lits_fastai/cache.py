@@ -224,10 +224,10 @@ def prepare_cache(data, # LiTS-style data: any layout `find_cases` knows
                  ) -> PrepareResult:
     "Cache every good case of `data` in `cache` (see the layout above); bad cases are reported in the result"
     cache = Path(cache)
+    df, problems = scan_cases(data)   # bad or empty data fails here, before anything is written
     cache.mkdir(parents=True, exist_ok=True)
     with _locked(cache):
         _clean_parts(cache)
-        df, problems = scan_cases(data)
         res = PrepareResult(cache, failed=[(str(f), p) for f,p in problems])
         metas, jobs = {}, []
         for r in df.itertuples():

@@ -39,7 +39,7 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     warnings.filterwarnings('ignore')
     from lits_fastai.synth import make_synth
-    from lits_fastai.recipes import RECIPES, get_recipe
+    from lits_fastai.recipes import get_recipe
     from lits_fastai.train import train
     from lits_fastai.inference import predict_files
     from lits_fastai.evaluate import evaluate_folder
@@ -50,16 +50,15 @@ def main(argv=None):
     try:
         t_start = time.perf_counter()
         data = make_synth(tmp/'data', n_cases=a.cases, seed=0, shape=(128, 128, a.depth))
-        # the recipe with the requested schedule / lr, registered under a private name so that `train` can scale it
+        # the LT-Net recipe with the requested schedule / lr (train scales it to --epochs and --size)
         over = {k:v for k,v in dict(schedule=a.schedule, lr=a.lr).items() if v is not None}
-        RECIPES['_bench_ltnet'] = get_recipe('ltnet', **over)
-        r = RECIPES['_bench_ltnet']
+        r = get_recipe('ltnet', **over)
         print(f"data: {a.cases} synthetic cases of 128x128x{a.depth}, held out by patient: {valid}")
         print(f"model: LT-Net (fastai U-Net) with a {a.encoder} encoder for CPU (the recipe's is resnet50), from scratch; "
               f"{a.size}x{a.size}, bs {a.bs}, {a.epochs} epochs, lr {r.lr}, wd {r.wd}, schedule {r.schedule}, aug {r.aug}, "
               f"torch threads {torch.get_num_threads()}")
         t0 = time.perf_counter()
-        learn, model_file = train(data, arch='ltnet', recipe='_bench_ltnet', epochs=a.epochs, size=a.size, bs=a.bs,
+        learn, model_file = train(data, arch='ltnet', recipe=r, epochs=a.epochs, size=a.size, bs=a.bs,
                                   valid_cases=valid, pretrained=False, out=tmp/'run', cache=tmp/'cache',
                                   model_kwargs={'arch': a.encoder}, progress=False)
         t_train = time.perf_counter() - t0
@@ -93,7 +92,6 @@ def main(argv=None):
         print(f"wall time: {wall/60:.1f} min (training {t_train/60:.1f} min, prediction + evaluation {t_eval:.0f} s)")
         return 0 if ok_l and ok_t else 1
     finally:
-        RECIPES.pop('_bench_ltnet', None)
         if tmpd is not None: tmpd.cleanup()
 
 if __name__ == '__main__': sys.exit(main())

@@ -83,4 +83,5 @@ def test_every_architecture_trains_one_epoch(arch, size, extra, synth_cache, tmp
     assert len(hist) == 1 and np.isfinite(hist['train_loss']).all()
     import subprocess, sys
     code = f"from lits_fastai.learner import load_model_file; m,c = load_model_file({str(out/'model.safetensors')!r}); print(c['arch'])"
-    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()[-1] == arch
+    expect = f"{arch}:{extra[1]}" if arch.startswith('smp:') and extra else arch   # --encoder completes an smp name
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()[-1] == expect
