@@ -19,6 +19,7 @@ from fastai.callback.tracker import SaveModelCallback, ReduceLROnPlateau
 from fastai.callback.training import GradientClip
 from fastai.callback.progress import CSVLogger
 from fastai.optimizer import Adam, SGD
+import fastai.callback.schedule  # adds Learner.fit_one_cycle
 import lits_fastai
 from .core import LitsError, BadInputError, atomic_path
 from .recipes import Recipe, get_recipe
