@@ -28,7 +28,7 @@ __all__ = ['CODES', 'MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask
            'check_split', 'case_table', 'patient_split', 'context_index', 'resize_chw', 'slice_input', 'select_slices',
            'slice_weights', 'hybrid_augs', 'AlbumentationsTransform', 'LitsTypes', 'slice_augs', 'SliceRef',
            'SliceGetter', 'MaskGetter', 'case_splitter', 'resolve_split', 'segmentation_datablock', 'slice_datablock',
-           'slice_dls', 'block_dataloaders']
+           'limit_cases', 'slice_dls', 'block_dataloaders']
 
 # %% ../nbs/05_data.ipynb #d9823574
 CODES = ['background', 'liver', 'tumor']
@@ -361,7 +361,11 @@ def slice_datablock(cache, # a prepared slice cache
     return dblock
 
 # %% ../nbs/05_data.ipynb #d4a2300b
-def _limit_cases(tbl, max_cases, valid_cases, seed):
+def limit_cases(tbl:pd.DataFrame, # case table (`case_table`), with a `burden` column
+                max_cases:int|None, # keep at most this many cases (None: all)
+                valid_cases, # validation case ids, always kept
+                seed:int, # seed of the choice
+               )->pd.DataFrame:
     "At most `max_cases` cases of `tbl` (keeping `valid_cases`), spread over the tumour burden"
     if max_cases is None or max_cases >= len(tbl): return tbl
     keep = set(map(str, valid_cases or []))
@@ -392,7 +396,7 @@ def slice_dls(cache, # a prepared slice cache
               **kwargs, # more arguments of `DataBlock.dataloaders` (e.g. `device`, `val_bs`)
              )->DataLoaders:
     "DataLoaders of preprocessed slices from `cache`, split by patient, remembering the split and the preprocessing"
-    tbl = _limit_cases(case_table(load_manifest(cache)), max_cases, valid_cases, seed)
+    tbl = limit_cases(case_table(load_manifest(cache)), max_cases, valid_cases, seed)
     if slice_split: tr,va = tbl['case'].tolist(), None
     else: tr,va = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
     dblock = slice_datablock(cache, valid_cases=va, train_cases=tr, size=size, intensity=intensity, context=context, select=select,

@@ -27,7 +27,7 @@ __all__ = ['show_volume', 'TensorVolume', 'TensorMask3D', 'resample_volume', 'Ca
 # %% ../nbs/07_data3d.ipynb #6d2fa101
 from .transforms import intensity_from_config, fit_intensity
 from .cache import open_case, load_manifest
-from .data import patient_split, case_table, _limit_cases, CODES
+from .data import patient_split, case_table, limit_cases, CODES
 
 # %% ../nbs/07_data3d.ipynb #f30da3e8
 _COLORS = {1: (0., .8, 0.), 2: (1., 0., 0.)}
@@ -357,7 +357,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     shape = tuple(int(o) for o in (patch if (mode=='patch' and patch is not None) else size))
     if len(shape)!=3: raise ValueError(f"a 3D size is (D, H, W), got {shape}")
     man = load_manifest(cache)
-    tbl = _limit_cases(case_table(man), max_cases, valid_cases, seed)
+    tbl = limit_cases(case_table(man), max_cases, valid_cases, seed)
     train_cases, valid_cases = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds,
                                              seed=seed, stratify=stratify)
     train_cases, valid_cases = [str(c) for c in train_cases], [str(c) for c in valid_cases]

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.learner import Learner
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback
 from fastai.callback.tracker import SaveModelCallback, ReduceLROnPlateau
 from fastai.callback.training import GradientClip
 from fastai.callback.progress import CSVLogger
@@ -23,7 +23,7 @@ import fastai.callback.schedule  # adds Learner.fit_one_cycle
 import lits_fastai
 from .core import LitsError, BadInputError, atomic_path
 from .recipes import Recipe, get_recipe
-from .models import build_model, MODEL_INFO
+from .models import build_model
 from .losses import LOSSES
 from .metrics import lits_metrics
 

@@ -15,7 +15,7 @@ from fastai.data.core import DataLoaders
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
 from .data import (CODES, SliceRef, TensorLitsMask, case_key, context_index, resize_chw, _size, patient_split, case_table,
-                              resolve_split, select_slices, segmentation_datablock, block_dataloaders, _limit_cases)
+                              resolve_split, select_slices, segmentation_datablock, block_dataloaders, limit_cases)
 
 # %% auto #0
 __all__ = ['PNG_PATTERN', 'PNG_INTENSITY', 'parse_slice_name', 'read_png', 'png_label', 'png_table', 'PngSliceGetter',
@@ -192,7 +192,7 @@ def png_dls(source, # a LiTS-PNG CSV file or folder (see `png_table`), or a tabl
     "DataLoaders of a PNG slice set, split by patient, with the same types and attributes as `slice_dls`"
     if isinstance(source, pd.DataFrame): table = source
     else: table = png_table(source, pattern=pattern, counts=(select!='all' or stratify) if counts is None else counts)
-    tbl = _limit_cases(case_table(table if 'liver_px' in table.columns else list(table['case'].unique())), max_cases, valid_cases, seed)
+    tbl = limit_cases(case_table(table if 'liver_px' in table.columns else list(table['case'].unique())), max_cases, valid_cases, seed)
     table = table[table['case'].isin(set(tbl['case']))]
     if slice_split: tr,va = tbl['case'].tolist(), None
     else: tr,va = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
