@@ -13,13 +13,13 @@ import nibabel as nib
 from filelock import FileLock, Timeout
 from fastcore.parallel import parallel
 from fastcore.script import call_parse
-from .core import BadInputError, load_nifti, geometry, read_nifti, to_canonical, to_slices, atomic_path
+from .core import LitsError, BadInputError, load_nifti, geometry, read_nifti, to_canonical, to_slices, atomic_path
 from .discover import scan_cases, case_sort_key
 from .core import cli_compat
 
 # %% auto #0
-__all__ = ['FORMAT', 'AFFINE_TOL', 'MANIFEST_COLS', 'CASE_COLS', 'cache_case', 'PrepareResult', 'prepare_cache', 'load_manifest',
-           'load_case_table', 'open_case', 'case_meta', 'lits_prepare']
+__all__ = ['FORMAT', 'AFFINE_TOL', 'MANIFEST_COLS', 'CASE_COLS', 'CacheWriteError', 'cache_case', 'PrepareResult',
+           'prepare_cache', 'load_manifest', 'load_case_table', 'open_case', 'case_meta', 'lits_prepare']
 
 # %% ../nbs/03_cache.ipynb #827d7113
 _BLOCK = 1 << 24  # bytes of source data per block of slices
@@ -48,8 +48,9 @@ def _read_stored(img, fn) -> np.ndarray:
     dp = img.dataobj
     if not (nib.is_proxy(dp) and str(fn).lower().endswith('.gz')) or not ((np.isnan(dp.slope) or dp.slope==1) and (np.isnan(dp.inter) or dp.inter==0)):
         return read_nifti(img, fn)
-    n = int(np.prod(dp.shape)) * dp.dtype.itemsize
-    buf = np.empty(n, np.uint8)
+    n = int(np.prod(dp.shape, dtype=np.int64)) * dp.dtype.itemsize
+    try: buf = np.empty(n, np.uint8)
+    except MemoryError: raise BadInputError(fn, f"the header describes {n/2**30:.1f} GiB of image data: more than this machine holds, or a corrupt header") from None
     try:
         with gzip.open(fn, 'rb') as f:
             f.seek(dp.offset)
@@ -85,6 +86,13 @@ class _Labels:
         self.tumor += np.count_nonzero(lb==2, axis=(1,2)).tolist()
         return lb
 
+class _Range:
+    "Passes blocks of image slices through, recording the smallest and largest intensity"
+    def __init__(self): self.lo,self.hi = np.inf,-np.inf
+    def __call__(self, blk, z0):
+        self.lo,self.hi = min(self.lo, float(blk.min())),max(self.hi, float(blk.max()))
+        return blk
+
 def _image_dtype(can:np.ndarray, fn) -> np.dtype:
     "The dtype to store the canonical volume `can` in, after checking that its intensities are finite"
     k = can.dtype.kind
@@ -107,6 +115,15 @@ def _fingerprint(fn) -> dict:
     st = os.stat(fn)
     return {'path': str(Path(fn).resolve()), 'size': int(st.st_size), 'mtime_ns': int(st.st_mtime_ns)}
 
+class CacheWriteError(LitsError):
+    "The cache cannot be written (a full disk, a read-only folder): the run stops, naming the folder"
+
+@contextlib.contextmanager
+def _writing(where):
+    "Turn an `OSError` of the block into a one-line `CacheWriteError` naming `where`"
+    try: yield
+    except OSError as e: raise CacheWriteError(f"{where}: cannot write the cache ({e.strerror or e})") from None
+
 def _write_json(fn, obj):
     with atomic_path(fn) as tmp: Path(tmp).write_text(json.dumps(obj, sort_keys=True, indent=1) + '\n')
 
@@ -124,22 +141,25 @@ def cache_case(case:str, # case id
     if gv.shape != gs.shape: raise BadInputError(segmentation, f"shape {gs.shape} differs from the volume's {gv.shape} ({volume})")
     err = float(np.abs(gv.affine - gs.affine).max())
     if not err <= AFFINE_TOL: raise BadInputError(segmentation, f"affine differs from the volume's by up to {err:.4g} mm ({volume})")
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest/'meta.json').unlink(missing_ok=True)                      # the case is incomplete from here on
+    with _writing(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest/'meta.json').unlink(missing_ok=True)                  # the case is incomplete from here on
     sizes = {}
     lab = _Labels(segmentation)
     can = to_canonical(_read_stored(si, segmentation), gs)
-    with atomic_path(dest/'label.npy') as tmp: sizes['label.npy'] = _write_stack(tmp, can, np.uint8, lab)
+    with _writing(dest), atomic_path(dest/'label.npy') as tmp: sizes['label.npy'] = _write_stack(tmp, can, np.uint8, lab)
     del can
+    if not sum(lab.liver) + sum(lab.tumor): raise BadInputError(segmentation, 'no liver labelled (every voxel is 0): not a LiTS label map')
     can = to_canonical(_read_stored(vi, volume), gv)
-    dtype = _image_dtype(can, volume)
-    with atomic_path(dest/'image.npy') as tmp: sizes['image.npy'] = _write_stack(tmp, can, dtype)
+    dtype, rng = _image_dtype(can, volume), _Range()
+    with _writing(dest), atomic_path(dest/'image.npy') as tmp: sizes['image.npy'] = _write_stack(tmp, can, dtype, rng)
     del can
+    if rng.lo==rng.hi: raise BadInputError(volume, f"constant intensity {rng.lo:g} in every voxel: not a CT scan")
     X,Y,Z = gv.canonical_shape
     meta = dict(format=FORMAT, case=str(case), layout=layout, source=src, shape=list(gv.shape), affine=gv.affine.tolist(),
                 axcodes=''.join(nib.aff2axcodes(gv.affine)), canonical_shape=[X,Y,Z], stack_shape=[Z,Y,X], spacing=list(gv.spacing),
                 dtype=dtype.name, files=sizes, liver_px=lab.liver, tumor_px=lab.tumor, liver_vox=int(sum(lab.liver)), tumor_vox=int(sum(lab.tumor)))
-    _write_json(dest/'meta.json', meta)
+    with _writing(dest): _write_json(dest/'meta.json', meta)
     return meta
 
 def _complete(dest, volume, segmentation) -> dict|None:
@@ -186,6 +206,7 @@ def _locked(cache:Path):
     except Timeout:
         print(f"waiting for another lits-prepare run on {cache} to finish ...", file=sys.stderr)
         lock.acquire()
+    except OSError as e: raise CacheWriteError(f"{cache}: cannot write the cache ({e.strerror or e})") from None
     try: yield
     finally: lock.release()
 
@@ -225,9 +246,9 @@ def prepare_cache(data, # LiTS-style data: any layout `find_cases` knows
     "Cache every good case of `data` in `cache` (see the layout above); bad cases are reported in the result"
     cache = Path(cache)
     df, problems = scan_cases(data)   # bad or empty data fails here, before anything is written
-    cache.mkdir(parents=True, exist_ok=True)
+    with _writing(cache): cache.mkdir(parents=True, exist_ok=True)
     with _locked(cache):
-        _clean_parts(cache)
+        with _writing(cache): _clean_parts(cache)
         res = PrepareResult(cache, failed=[(str(f), p) for f,p in problems])
         metas, jobs = {}, []
         for r in df.itertuples():
@@ -245,7 +266,7 @@ def prepare_cache(data, # LiTS-style data: any layout `find_cases` knows
         for j,o in zip(jobs, out):
             if o[0]=='ok': metas[j['case']] = o[1]; res.cached.append(j['case'])
             else: res.failed.append((o[1], o[2]))
-        res.n_slices = _write_tables(cache, metas)
+        with _writing(cache): res.n_slices = _write_tables(cache, metas)
     return res
 
 # %% ../nbs/03_cache.ipynb #6bee8f7f
@@ -289,7 +310,7 @@ def lits_prepare(data:str, # LiTS data: Kaggle layout, flat/nested volume-N/segm
                 ):
     "Cache LiTS cases as memory-mapped axial slice stacks with a per-slice manifest"
     try: res = prepare_cache(data, cache, n_workers=n_workers, force=force)
-    except BadInputError as e:
+    except LitsError as e:
         print(str(e), file=sys.stderr); sys.exit(1)
     for f,p in res.failed: print(f"{f}: {p}", file=sys.stderr)
     print(res.summary())

@@ -15,7 +15,7 @@ from nibabel.orientations import io_orientation, ornt_transform, apply_orientati
 # %% auto #0
 __all__ = ['NIFTI_EXTS', 'LitsError', 'BadInputError', 'is_nifti', 'nifti_stem', 'load_nifti', 'read_nifti', 'Geometry',
            'to_canonical', 'from_canonical', 'geometry', 'read_canonical', 'to_slices', 'from_slices', 'atomic_path',
-           'save_nifti', 'cli_compat']
+           'save_nifti', 'save_image', 'cli_compat']
 
 # %% ../nbs/00_core.ipynb #4f29c6b5
 class LitsError(Exception):
@@ -43,20 +43,48 @@ def nifti_stem(p) -> str:
     return Path(p).stem
 
 # %% ../nbs/00_core.ipynb #a53b891d
-_READ_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError, nib.filebasedimages.ImageFileError)
+_READ_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError, MemoryError, nib.filebasedimages.ImageFileError)
+
+def _is_gzip(fn) -> bool:
+    "Does the file `fn` start with the gzip signature?"
+    try:
+        with open(fn, 'rb') as f: return f.read(2)==b'\x1f\x8b'
+    except OSError: return False
+
+def _unreadable(fn, e) -> BadInputError:
+    "The error for a file nibabel cannot open, saying so when its name and its compression disagree"
+    gz = _is_gzip(fn)
+    if gz != Path(fn).name.lower().endswith('.gz'):
+        return BadInputError(fn, f"not a readable NIfTI file: its content is {'' if gz else 'not '}gzip-compressed, so its name should end in {'.nii.gz' if gz else '.nii'}")
+    return BadInputError(fn, f"not a readable NIfTI file ({type(e).__name__}: {e})")
+
+def _check_header(img, fn):
+    "`img` as a 3D image, or a `BadInputError` for a header that cannot describe a volume stored in `fn`"
+    shape = tuple(img.shape)
+    if len(shape) not in (3, 4) or (len(shape)==4 and shape[3]!=1): raise BadInputError(fn, f"expected a 3D volume, got shape {shape}")
+    if min(shape)<1: raise BadInputError(fn, f"empty volume of shape {shape}")
+    dt = img.get_data_dtype()
+    if dt.kind not in 'biuf' or dt.fields: raise BadInputError(fn, f"voxels of data type {dt}: expected integers or real numbers")
+    dp = img.dataobj
+    if nib.is_proxy(dp) and not str(fn).lower().endswith('.gz'):
+        need, have = int(dp.offset) + int(np.prod(shape, dtype=np.int64))*dp.dtype.itemsize, os.path.getsize(fn)
+        if have < need: raise BadInputError(fn, f"truncated: the header describes {need} bytes of header and image data, the file has {have}")
+    aff = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(aff).all(): raise BadInputError(fn, 'the affine (voxel to world) holds NaN or infinite values')
+    if not abs(np.linalg.det(aff[:3,:3])) > 0 or np.isnan(io_orientation(aff)).any():
+        raise BadInputError(fn, 'degenerate affine (voxel to world): an axis has no direction or a voxel size is 0')
+    return img.slicer[..., 0] if len(shape)==4 else img
 
 def load_nifti(fn) -> nib.Nifti1Image:
-    "Open the NIfTI header of `fn` (data stays on disk) and check that it is a 3D image"
+    "Open the NIfTI header of `fn` (data stays on disk) and check that it describes a 3D volume that fits in the file"
     fn = Path(fn)
     if not fn.exists(): raise BadInputError(fn, 'file not found')
     if not is_nifti(fn): raise BadInputError(fn, f"not a NIfTI file name (expected .nii or .nii.gz)")
     try: img = nib.load(str(fn))
-    except _READ_ERRORS as e: raise BadInputError(fn, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
-    shape = img.shape
-    if len(shape)==4 and shape[3]==1: img = img.slicer[..., 0]
-    elif len(shape)!=3: raise BadInputError(fn, f"expected a 3D volume, got shape {tuple(shape)}")
-    if min(img.shape)<1: raise BadInputError(fn, f"empty volume of shape {tuple(img.shape)}")
-    return img
+    except Exception as e: raise _unreadable(fn, e) from None
+    try: return _check_header(img, fn)
+    except BadInputError: raise
+    except Exception as e: raise BadInputError(fn, f"unusable NIfTI header ({type(e).__name__}: {e})") from None
 
 def _has_scaling(img) -> bool:
     s,i = img.dataobj.slope, img.dataobj.inter
@@ -71,7 +99,7 @@ def read_nifti(img, fn=None) -> np.ndarray:
         if not nib.is_proxy(dp): arr = np.asarray(dp)
         elif _has_scaling(img): arr = np.asarray(img.get_fdata(dtype=np.float32))
         else: arr = np.asarray(dp.get_unscaled())
-    except _READ_ERRORS as e: raise BadInputError(fn, f"truncated or corrupt image data ({type(e).__name__}: {e})") from None
+    except Exception as e: raise BadInputError(fn, f"truncated or corrupt image data ({type(e).__name__}: {e})") from None
     if arr.dtype==np.float64: arr = arr.astype(np.float32)
     if arr.ndim==4: arr = arr[..., 0]
     return arr
@@ -155,14 +183,17 @@ def save_nifti(arr:np.ndarray, fn, geom:Geometry|None=None, affine=None, dtype=n
     img.header.set_slope_inter(1, 0)
     if geom is not None and geom.header is not None:
         img.set_qform(geom.affine, int(geom.header['qform_code']) or 1); img.set_sform(geom.affine, int(geom.header['sform_code']) or 1)
+    return save_image(img, fn)
+
+def save_image(img:nib.Nifti1Image, # the image to write
+               fn, # a .nii or .nii.gz file name
+              ) -> Path:
+    "Atomically write `img` to `fn`, gzip-compressed for `.nii.gz` (byte for byte what `nib.save` writes)"
     fn = Path(fn)
-    suffix = '.nii.gz' if fn.name.lower().endswith('.gz') else '.nii'
-    with atomic_path(fn) as tmp:
-        t2 = tmp.with_name(tmp.name + suffix)   # nibabel chooses compression from the extension
-        try:
-            nib.save(img, str(t2)); os.replace(t2, tmp)
-        finally:
-            with contextlib.suppress(FileNotFoundError): os.unlink(t2)
+    with atomic_path(fn) as tmp, open(tmp, 'wb') as f:   # streamed: the temporary name never ends in .nii
+        if fn.name.lower().endswith('.gz'):
+            with gzip.GzipFile(filename='', mode='wb', fileobj=f, compresslevel=1, mtime=0) as g: img.to_stream(g)
+        else: img.to_stream(f)
     return fn
 
 # %% ../nbs/00_core.ipynb #2bace794

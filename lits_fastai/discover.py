@@ -10,7 +10,7 @@ import pandas as pd
 from .core import BadInputError, is_nifti, nifti_stem
 
 # %% auto #0
-__all__ = ['case_sort_key', 'scan_cases', 'find_cases']
+__all__ = ['LITS_ROOTS', 'case_sort_key', 'scan_cases', 'find_cases', 'find_lits_data', 'link_cases']
 
 # %% ../nbs/02_discover.ipynb #72175956
 _PATTERNS = [(re.compile(r'^volume[-_](\d+)$', re.I), 'volume', ''),
@@ -87,3 +87,74 @@ def find_cases(path, # a folder in any known layout, or one NIfTI file
     df,problems = scan_cases(path)
     if problems: raise BadInputError(*problems[0])
     return df
+
+# %% ../nbs/02_discover.ipynb #0e974d07
+import shutil
+
+LITS_ROOTS = ('/kaggle/input', '/content/drive/MyDrive', '/content')
+
+def _lits_layout(d:Path) -> str|None:
+    "'kaggle', 'kaggle-part' (volume_pt* or segmentations alone), 'msd' or None: the LiTS layout of the folder `d`"
+    try: names = {o.name.lower() for o in d.iterdir() if o.is_dir()}
+    except OSError: return None
+    if {'imagestr', 'labelstr'} <= names: return 'msd'
+    vols,segs = any(re.match(r'volume_pt\d+$', n) for n in names),'segmentations' in names
+    return 'kaggle' if vols and segs else 'kaggle-part' if vols or segs else None
+
+def _search_lits(root:Path, max_depth:int) -> list:
+    "(folder, layout) of the LiTS folders under `root`, breadth first, without looking inside them"
+    res,level = [],[root]
+    for depth in range(max_depth+1):
+        nxt = []
+        for d in level:
+            lay = _lits_layout(d)
+            if lay: res.append((d, lay)); continue
+            if depth < max_depth:
+                try: nxt += sorted(o for o in d.iterdir() if o.is_dir() and not o.name.startswith(('.', '_')))
+                except OSError: pass
+        level = nxt
+    return res
+
+def find_lits_data(roots=None, # folders to search, in order (default: `LITS_ROOTS`, Kaggle's inputs and Colab's Drive)
+                   env:str='LITS_DATA', # environment variable that names the data folder; it wins over `roots`
+                   max_depth:int=3, # folder levels searched below each root
+                  ) -> Path|None: # the data folder, or None if there is none
+    "The LiTS folder: `$LITS_DATA`, else the first Kaggle or Decathlon layout under `roots`, else None"
+    if env and os.environ.get(env):
+        p = Path(os.environ[env]).expanduser()
+        if not p.exists(): raise BadInputError(p, f"no such folder (named by the environment variable {env})")
+        return p
+    for r in (LITS_ROOTS if roots is None else roots):
+        r = Path(r)
+        if not r.is_dir(): continue
+        found = _search_lits(r, max_depth)
+        full = [d for d,l in found if l in ('kaggle', 'msd')]
+        if not full: continue
+        kag = [d for d,l in found if l.startswith('kaggle')]
+        if len(kag)>1 and any(l=='kaggle-part' for _,l in found): return Path(os.path.commonpath(kag))
+        return full[0]
+    return None
+
+def _link(src:Path, dst:Path):
+    "Link `dst` to `src` (a copy where links are not allowed)"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists(): dst.unlink()
+    try: dst.symlink_to(Path(src).resolve())
+    except OSError: shutil.copy2(src, dst)
+
+def link_cases(data, # a LiTS folder in any layout `find_cases` knows
+               out, # folder to create: `volumes/` and `segmentations/` of links
+               cases, # case ids to link
+              ) -> Path:
+    "A folder `out` of links to the volumes (and label maps, if any) of `cases` in `data`"
+    df = find_cases(data).set_index('case')
+    cases = [str(c) for c in cases]
+    missing = [c for c in cases if c not in df.index]
+    if missing: raise BadInputError(data, f"no case {missing[0]!r} in this folder ({len(missing)} of the cases asked for are missing)")
+    out = Path(out)
+    for c in cases:
+        for kind,src in (('volume', df.loc[c, 'volume']), ('segmentation', df.loc[c, 'segmentation'])):
+            if src is None: continue
+            ext = '.nii.gz' if str(src).lower().endswith('.gz') else '.nii'
+            _link(Path(src), out/f'{kind}s'/(f'{kind}-{c}{ext}' if c.isdigit() else f'{c}{ext}'))
+    return out

@@ -16,10 +16,10 @@ from fastcore.parallel import parallel
 from .core import BadInputError, is_nifti, nifti_stem, read_canonical, atomic_path, cli_compat
 
 # %% auto #0
-__all__ = ['CLASSES', 'class_mask', 'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics', 'label_lesions',
-           'detect_lesions', 'tumor_burden', 'case_metrics', 'case_id', 'label_files', 'read_labels', 'check_same_grid',
-           'evaluate_case', 'bootstrap_ci', 'summarize', 'summary_path', 'pair_cases', 'write_csv', 'evaluate_folder',
-           'paired_test', 'lits_evaluate']
+__all__ = ['CLASSES', 'CONFUSION_COLS', 'class_mask', 'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics',
+           'label_lesions', 'detect_lesions', 'tumor_burden', 'case_metrics', 'case_id', 'label_files', 'read_labels',
+           'check_same_grid', 'evaluate_case', 'bootstrap_ci', 'summarize', 'summary_path', 'pair_cases', 'write_csv',
+           'evaluate_folder', 'paired_test', 'confusion_total', 'write_pictures', 'lits_evaluate']
 
 # %% ../nbs/31_evaluate.ipynb #8da04a6c
 CLASSES = ('liver', 'tumor')
@@ -161,6 +161,7 @@ def label_files(path) -> tuple: # ({case: file}, [problems])
         for sub in ('segmentations', 'labelsTr'):
             if (path/sub).is_dir(): return label_files(path/sub)
     by = {}
+    if not files: raise BadInputError(path, 'no NIfTI label maps (.nii or .nii.gz) in this folder')
     for f in files: by.setdefault(case_id(f), []).append(f)
     out,problems = {},[]
     for c,fs in by.items():
@@ -175,7 +176,8 @@ def read_labels(fn) -> tuple: # (uint8 canonical label array, Geometry)
     if arr.dtype.kind not in 'biuf': raise BadInputError(fn, f"label map has data type {arr.dtype}")
     lo,hi = arr.min(),arr.max()
     if lo<0 or hi>2 or (arr.dtype.kind=='f' and not np.array_equal(arr, np.round(arr))):
-        raise BadInputError(fn, f"labels must be 0 (background), 1 (liver), 2 (tumour); found values from {lo} to {hi}")
+        bad = np.unique(arr[(arr!=0) & (arr!=1) & (arr!=2)])
+        raise BadInputError(fn, f"labels must be 0 (background), 1 (liver), 2 (tumour); found {', '.join(f'{v:g}' for v in bad[:5])}{', ...' if len(bad)>5 else ''}")
     return arr.astype(np.uint8, copy=False),g
 
 def _corners(g) -> np.ndarray:
@@ -191,6 +193,14 @@ def check_same_grid(pred_fn, pg, gt_fn, gg):
     if err > 0.1*min(gg.spacing):
         raise BadInputError(pred_fn, f"shape/affine mismatch with {Path(gt_fn).name}: voxel positions differ by up to {err:.3g} mm")
 
+CONFUSION_COLS = [f"conf_gt{i}_pred{j}" for i in range(3) for j in range(3)]   # voxel counts of (true, predicted) labels
+
+def _confusion(p:np.ndarray, g:np.ndarray, block:int=1<<24) -> np.ndarray:
+    "3x3 counts of (true, predicted) labels of the 0/1/2 label maps `g`, `p`, a block of slices at a time (bounded memory)"
+    cm,n = np.zeros(9, np.int64),max(1, block//max(1, g[..., :1].size))
+    for z in range(0, g.shape[-1], n): cm += np.bincount(g[..., z:z+n].astype(np.intp).ravel()*3 + p[..., z:z+n].ravel(), minlength=9)
+    return cm.reshape(3, 3)
+
 def evaluate_case(pred_fn, # predicted label map (NIfTI)
                   gt_fn, # true label map (NIfTI); its header gives the spacing
                   connectivity:int=3, # surface neighbourhood, see `surface`
@@ -203,7 +213,8 @@ def evaluate_case(pred_fn, # predicted label map (NIfTI)
     check_same_grid(pred_fn, pg, gt_fn, gg)
     sp = gg.spacing
     res = case_metrics(p, g, sp, connectivity, min_overlap)
-    info = dict(spacing_x=sp[0], spacing_y=sp[1], spacing_z=sp[2], pred_file=str(pred_fn), gt_file=str(gt_fn))
+    info = dict(spacing_x=sp[0], spacing_y=sp[1], spacing_z=sp[2], pred_file=str(pred_fn), gt_file=str(gt_fn),
+                **dict(zip(CONFUSION_COLS, _confusion(p, g).ravel().tolist())))
     return [dict(case=case or case_id(gt_fn), cls=c, **res[c], **info) for c in CLASSES]
 
 # %% ../nbs/31_evaluate.ipynb #28d05f0d
@@ -300,7 +311,8 @@ def evaluate_folder(pred_dir, # folder (or file) of predicted label maps (NIfTI,
         for f in failed: print(f, file=sys.stderr)
     if out is not None:
         write_csv(per_case, out, index=False)
-        write_csv(summary, summary_path(out))
+        try: write_csv(summary, summary_path(out))
+        except OSError: Path(out).unlink(missing_ok=True); raise   # both files or neither
     return per_case, summary
 
 # %% ../nbs/31_evaluate.ipynb #268d8932
@@ -321,6 +333,24 @@ def paired_test(a:pd.DataFrame, # per-case table of system A
             r.update(t=float(t.statistic), p_ttest=float(t.pvalue), wilcoxon_w=float(w.statistic), p_wilcoxon=float(w.pvalue))
         rows.append(r)
     return pd.DataFrame(rows).set_index('cls')
+
+# %% ../nbs/31_evaluate.ipynb #a2b7d4e5
+def confusion_total(per_case:pd.DataFrame, # per-case table from `evaluate_folder`
+                   )->np.ndarray: # (3, 3) voxel counts, rows true, columns predicted (background, liver, tumour)
+    "The 3-class confusion matrix summed over the cases of `per_case`"
+    d = per_case.drop_duplicates('case')
+    return d[CONFUSION_COLS].to_numpy(np.int64).sum(0).reshape(3, 3)
+
+def write_pictures(per_case:pd.DataFrame, # per-case table from `evaluate_folder`
+                   out, # the per-case CSV the pictures go beside
+                  )->list: # the PNG files written
+    "Write `<out>_dice.png` (Dice per case and class) and `<out>_confusion.png` (3-class confusion matrix) atomically"
+    from lits_fastai.plots import plot_case_dice, plot_confusion, save_figure
+    if not len(per_case): return []
+    png = lambda sfx: Path(out).with_name(f"{Path(out).stem}_{sfx}.png")
+    fns = [save_figure(plot_case_dice(per_case), png('dice'), close=True)]
+    if set(CONFUSION_COLS) <= set(per_case.columns): fns.append(save_figure(plot_confusion(cm=confusion_total(per_case)), png('confusion'), close=True))
+    return fns
 
 # %% ../nbs/31_evaluate.ipynb #ff2b2b10
 def _print_table(title, df):
@@ -352,8 +382,11 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
     for p,o in runs:
         try: pc,sm = evaluate_folder(p, gt, out=o, **kw)
         except BadInputError as e: print(e, file=sys.stderr); sys.exit(1)
+        except OSError as e: print(f"{o}: cannot write ({e.strerror or e})", file=sys.stderr); sys.exit(1)
         failed |= bool(pc.attrs['failed'])
-        print(f"{p}: {pc['case'].nunique() if len(pc) else 0} cases scored, {len(pc.attrs['failed'])} failed -> {o}, {summary_path(o)}")
+        pics = write_pictures(pc, o)
+        print(f"{p}: {pc['case'].nunique() if len(pc) else 0} cases scored, {len(pc.attrs['failed'])} failed -> "
+              f"{', '.join(str(f) for f in [o, summary_path(o)] + pics)}")
         if len(sm): _print_table(f"Summary of {p}", sm.T)
         tables.append(pc)
     if pred2 and all(len(t) for t in tables):

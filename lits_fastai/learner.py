@@ -54,6 +54,15 @@ def n_classes(r:Recipe)->int:
     return 3 if r.target=='multiclass' else 1
 
 # %% ../nbs/23_learner.ipynb #231db8f0
+def _plain(o):
+    "`o` with numpy arrays and scalars and fastcore `L`s as Python lists and numbers: what `torch.load(weights_only=True)` reads"
+    if isinstance(o, dict): return {k: _plain(v) for k,v in o.items()}
+    if isinstance(o, tuple): return tuple(_plain(v) for v in o)
+    if isinstance(o, (list, L)): return [_plain(v) for v in o]
+    if isinstance(o, np.ndarray): return o.tolist()
+    if isinstance(o, np.generic): return o.item()
+    return o
+
 class EpochCheckpoint(Callback):
     "Save everything needed to resume training after each epoch, atomically"
     order = 70  # after the metrics and SaveModelCallback have seen the epoch
@@ -63,27 +72,31 @@ class EpochCheckpoint(Callback):
     def after_epoch(self):
         if getattr(self.learn, 'lr_finder', None) is not None: return
         smc = next((c for c in self.learn.cbs if isinstance(c, SaveModelCallback)), None)
+        sm = getattr(getattr(self.learn, 'recorder', None), 'smooth_loss', None)   # the logged train_loss runs on over epochs
         state = {'epoch': int(self.learn.epoch), 'model': self.learn.model.state_dict(),
+                 'smooth_loss': {'count': int(sm.count), 'val': torch.as_tensor(sm.val).detach().cpu().clone()} if sm is not None and hasattr(sm, 'count') else None,
                  'opt': self.learn.opt.state_dict() if self.learn.opt is not None else None,
                  'best': float(smc.best) if smc is not None else None,
                  'rng': {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate(),
                          'loaders': [getattr(dl, 'rng', None) and dl.rng.getstate() for dl in self.learn.dls.loaders]},
                  'lrs': [float(h['lr']) for h in self.learn.opt.hypers] if self.learn.opt is not None else None}
-        with atomic_path(self.file) as tmp: torch.save(state, tmp)
+        with atomic_path(self.file) as tmp: torch.save(_plain(state), tmp)
 
 def resume_from(learn:Learner, fname='last.pth') -> int:
     "Load the checkpoint written by `EpochCheckpoint` into `learn`; return the epoch to start from (0 if none)"
     fn = Path(learn.path)/learn.model_dir/fname
     if not fn.exists(): return 0
-    try: state = torch.load(fn, map_location='cpu', weights_only=False)  # our own training checkpoint, not a shared file
-    except Exception as e: raise BadInputError(fn, f"unreadable training checkpoint ({type(e).__name__}); delete it to start over") from None
+    try: state = torch.load(fn, map_location='cpu', weights_only=True)  # tensors and plain values only: no code runs
+    except Exception as e: raise BadInputError(fn, f"unreadable or unsafe training checkpoint ({type(e).__name__}): not loaded; delete it to start over") from None
     learn.model.load_state_dict(state['model'])
     if learn.opt is None: learn.create_opt()
-    if state['opt'] is not None: learn.opt.load_state_dict(state['opt'])
+    if state['opt'] is not None: learn.opt.load_state_dict({**state['opt'], 'hypers': L(state['opt']['hypers'])})
     if state['lrs'] is not None: learn.lr = state['lrs'][-1]
     smc = next((c for c in learn.cbs if isinstance(c, SaveModelCallback)), None)
     if smc is not None and state['best'] is not None: smc._resume_best = state['best']
-    r = state['rng']; torch.set_rng_state(r['torch']); np.random.set_state(r['numpy']); random.setstate(r['python'])
+    learn._resume_smooth = state.get('smooth_loss')
+    r = state['rng']; torch.set_rng_state(r['torch']); random.setstate(r['python'])
+    n = r['numpy']; np.random.set_state((n[0], np.asarray(n[1], np.uint32), *n[2:]))
     for dl,st in zip(learn.dls.loaders, r.get('loaders', [])):
         if st is not None and getattr(dl, 'rng', None) is not None: dl.rng.setstate(st)
     return state['epoch'] + 1
@@ -92,7 +105,15 @@ class _EpochOffset(Callback):
     "Number the epochs of a resumed fit from where the interrupted one stopped"
     order = -10  # before the Recorder logs the epoch number
     def __init__(self, offset:int): self.offset = offset
-    def before_epoch(self): self.learn.epoch += self.offset
+    def before_epoch(self):
+        mb = getattr(getattr(self.learn, 'progress', None), 'mbar', None)
+        if self.epoch==0 and mb is not None:        # fastprogress's bar must start at 0; it then shows the epochs of the whole run
+            mb.update(0)
+            if getattr(mb.main_bar, 'total', None) is not None: mb.main_bar.total += self.offset
+        s, sm = getattr(self.learn, '_resume_smooth', None), getattr(getattr(self.learn, 'recorder', None), 'smooth_loss', None)
+        if self.epoch==0 and s is not None and sm is not None:   # the smoothed train_loss goes on from the interrupted run's
+            sm.count, sm.val = s['count'], s['val']; self.learn._resume_smooth = None
+        self.learn.epoch += self.offset
 
 class HistoryLogger(CSVLogger):
     "fastai's `CSVLogger`, writing the header only once when a resumed run appends to its log"

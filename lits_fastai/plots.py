@@ -127,14 +127,15 @@ def confusion_matrix(pred, # predicted labels, any shape
     if len(p) and (min(p.min(), g.min())<0 or max(p.max(), g.max())>=n_classes): raise ValueError(f"labels must be in 0..{n_classes-1}")
     return np.bincount(g*n_classes+p, minlength=n_classes**2).reshape(n_classes, n_classes)
 
-def plot_confusion(pred, # predicted labels, any shape
-                   gt, # true labels, same shape
+def plot_confusion(pred=None, # predicted labels, any shape (or give `cm`)
+                   gt=None, # true labels, same shape
                    codes=CODES, # class names
                    figsize=(9,4), # size of the figure
                    cmap='Blues', # colour map
+                   cm=None, # counts already made (rows true, columns predicted), e.g. summed over cases, instead of `pred`, `gt`
                   ):
     "Counts and row-normalised confusion matrix side by side; returns the figure"
-    cm = confusion_matrix(pred, gt, len(codes))
+    cm = confusion_matrix(pred, gt, len(codes)) if cm is None else np.asarray(cm)
     norm = cm/np.maximum(cm.sum(1, keepdims=True), 1)
     fig,axs = plt.subplots(1, 2, figsize=figsize)
     for ax,m,title,fmt in ((axs[0], cm, 'counts', lambda v: f"{v:,}"), (axs[1], norm, 'row-normalised', lambda v: f"{v:.3f}")):

@@ -91,7 +91,12 @@ def get_recipe(name:str, # recipe name ('ltnet', 'hybrid', 'cafct', 'dyntransnet
     else: raise KeyError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)} or 'smp:<Arch>[:<encoder>]'")
     bad = set(overrides) - set(Recipe.__dataclass_fields__)
     if bad: raise TypeError(f"unknown recipe fields: {sorted(bad)}")
-    return replace(r, **{k:copy.deepcopy(v) for k,v in overrides.items() if v is not None})
+    new = replace(r, **{k:copy.deepcopy(v) for k,v in overrides.items() if v is not None})
+    if new.target!=r.target and overrides.get('monitor') is None:   # a binary task switched: watch its own class
+        sw = lambda m: m.replace(f'{r.target}_', f'{new.target}_') if isinstance(m, str) else m
+        new.monitor = sw(new.monitor)
+        if new.plateau and overrides.get('plateau') is None: new.plateau = {**new.plateau, 'monitor': sw(new.plateau.get('monitor'))}
+    return new
 
 # %% ../nbs/22_recipes.ipynb #19106d95
 def scale(r:Recipe, # recipe to scale

@@ -221,5 +221,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                           pretrained=_PRETRAINED[pretrained.lower()], out=out, resume=resume, seed=seed, cache=cache, model_kwargs=mk)
     except (LitsError, KeyError) as e:
         print(f"lits-train: {e if not isinstance(e, KeyError) else e.args[0]}", file=sys.stderr); sys.exit(1)
+    except OSError as e:                        # an unwritable or full run folder
+        print(f"lits-train: {e.filename or out or 'runs'}: cannot write ({e.strerror or e})", file=sys.stderr); sys.exit(1)
     if rank_distrib()==0: print(f"model file: {fn}")
     if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()

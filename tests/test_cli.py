@@ -85,3 +85,20 @@ def test_every_architecture_trains_one_epoch(arch, size, extra, synth_cache, tmp
     code = f"from lits_fastai.learner import load_model_file; m,c = load_model_file({str(out/'model.safetensors')!r}); print(c['arch'])"
     expect = f"{arch}:{extra[1]}" if arch.startswith('smp:') and extra else arch   # --encoder completes an smp name
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()[-1] == expect
+
+
+def test_compare_two_architectures(synth_cache, tmp_path):
+    "lits-compare trains two systems on one split and writes the markdown and CSV table and the plot listing both"
+    out = tmp_path/'cmp'
+    p = run('lits-compare', synth_cache, '--archs', 'ltnet,cafct', '--light', '--epochs', 1, '--size', 32, '--bs', 8,
+            '--max-cases', 3, '--valid-cases', '5', '--pretrained', 'no', '--n-boot', 100, '--out', out, timeout=900)
+    assert {'compare.md', 'compare.csv', 'compare.png', 'split.json'} <= {o.name for o in out.iterdir()}, p.stdout
+    table = pd.read_csv(out/'compare.csv', dtype={'valid_cases': str, 'train_cases': str})
+    assert table['system'].tolist() == ['ltnet', 'cafct']
+    assert set(table['valid_cases']) == {'5'} and not set(table['train_cases'].iloc[0].split()) & {'5'}
+    md = (out/'compare.md').read_text()
+    assert '| ltnet |' in md and '| cafct |' in md
+    assert (out/'compare.png').read_bytes()[:4] == b'\x89PNG'
+    again = run('lits-compare', synth_cache, '--archs', 'ltnet,cafct', '--light', '--epochs', 1, '--size', 32, '--bs', 8,
+                '--max-cases', 3, '--valid-cases', '5', '--pretrained', 'no', '--n-boot', 100, '--out', out)
+    assert again.stdout.count('skipped, finished already') == 2, again.stdout
