@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """Write README.md from nbs/index.ipynb without Quarto (`--check` exits 1 when README.md is out of date).
 
-Markdown cells are copied, visible code cells become ```python blocks, their text outputs ``` blocks;
+Markdown cells are copied (relative links and pictures pointed into nbs/), visible code cells become ```python blocks, their text outputs ``` blocks;
 cells whose first lines carry `#| hide` are left out, and `#|` directives are removed."""
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
 
 def _directives(src):
     return [l.strip()[2:].strip() for l in src.splitlines() if l.strip().startswith('#|')]
+
+def _from_root(md):
+    "Relative links and pictures of nbs/index.ipynb (relative to nbs/) made relative to the repository root"
+    return re.sub(r'(\]\()(?![a-z]+:|#|/)', r'\1nbs/', md)
 
 def render(nb_path=root/'nbs'/'index.ipynb') -> str:
     nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
@@ -19,7 +23,7 @@ def render(nb_path=root/'nbs'/'index.ipynb') -> str:
         ds = _directives(src)
         if any(d.startswith(('hide', 'exporti', 'include: false')) for d in ds): continue
         body = '\n'.join(l for l in src.splitlines() if not l.strip().startswith('#|')).strip('\n')
-        if c['cell_type'] == 'markdown': parts.append(body)
+        if c['cell_type'] == 'markdown': parts.append(_from_root(body))
         elif c['cell_type'] == 'code' and body:
             if any(d.startswith('echo: false') for d in ds): body = ''
             if body: parts.append(f"```python\n{body}\n```")

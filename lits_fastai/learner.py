@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, inspect, random, warnings, copy
 from dataclasses import replace
 from functools import partial
+from types import MethodType
 from pathlib import Path
 import numpy as np
 import torch
@@ -180,7 +181,15 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     learn.recipe = r
     learn.model_kwargs = {k:v for k,v in mk.items() if k not in ('pretrained', 'weights')}
     if torch.cuda.is_available(): learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    learn.validate = MethodType(_validate, learn)
     return learn
+
+_RUN_CBS = (CSVLogger, SaveModelCallback, ReduceLROnPlateau, EpochCheckpoint)
+
+def _validate(learn, ds_idx=1, dl=None, cbs=None):
+    "`Learner.validate` without the callbacks that belong to a training run (its log, best model, plateau and checkpoint)"
+    with learn.removed_cbs([c for c in learn.cbs if isinstance(c, _RUN_CBS)]):
+        return Learner.validate(learn, ds_idx=ds_idx, dl=dl, cbs=cbs)
 
 # %% ../nbs/23_learner.ipynb #b781fab6
 @patch

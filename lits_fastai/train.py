@@ -183,7 +183,7 @@ def train(data, # raw LiTS-style folder or prepared cache
     model_file = out/'model.safetensors'
     if main:
         save_model_file(learn, model_file)
-        if (out/'history.csv').exists(): save_figure(plot_training_curves(out/'history.csv'), out/'curves.png')
+        if (out/'history.csv').exists(): save_figure(plot_training_curves(out/'history.csv'), out/'curves.png', close=True)
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file
 

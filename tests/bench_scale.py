@@ -37,34 +37,11 @@ import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
+from peak_memory import PEAK
+
 ROOT = Path(__file__).resolve().parent.parent
 
-WORKER = r'''
-import json, sys, threading, time
-
-def _status(key):
-    with open('/proc/self/status') as f:
-        for l in f:
-            if l.startswith(key): return int(l.split()[1]) * 1024
-    return 0
-
-class Peak:
-    "Peak RSS during a block: the kernel's high-water mark reset at the start, or 2 ms sampling where that is refused"
-    def __enter__(self):
-        self.base = _status('VmRSS:')
-        try:
-            with open('/proc/self/clear_refs', 'w') as f: f.write('5')
-            self.hwm = _status('VmHWM:') <= self.base * 1.05 + (8 << 20)
-        except OSError: self.hwm = False
-        self.peak, self.stop = self.base, False
-        def sample():
-            while not self.stop: self.peak = max(self.peak, _status('VmRSS:')); time.sleep(.002)
-        self.t = threading.Thread(target=sample, daemon=True); self.t.start()
-        return self
-    def __exit__(self, *a):
-        self.stop = True; self.t.join()
-        self.peak = max(self.peak, _status('VmHWM:') if self.hwm else 0)
-
+WORKER = PEAK + r'''
 mode, args = sys.argv[1], sys.argv[2:]
 if mode == 'prepare': from lits_fastai.cache import lits_prepare as main
 else: from lits_fastai.inference import lits_predict as main
