@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys, math
 from pathlib import Path
 import numpy as np
+import tempfile
 import nibabel as nib
 import torch
 import torch.nn.functional as F
@@ -15,10 +16,10 @@ from nibabel.orientations import apply_orientation
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, to_canonical, from_canonical,
-                              to_slices, from_slices, save_nifti, atomic_path, is_nifti, nifti_stem, cli_compat)
+                              to_slices, from_slices, save_nifti, save_image, atomic_path, is_nifti, nifti_stem, cli_compat)
 from .transforms import intensity_from_config
 from .data import slice_input, context_index, resize_chw, _size
-from .learner import load_model_file, model_contract
+from .learner import load_model_file, model_contract, read_contract
 
 # %% auto #0
 __all__ = ['as_model', 'SliceInput', 'predict_slices', 'gaussian_weight', 'sliding_window', 'predict_volume3d', 'postprocess',
@@ -251,8 +252,6 @@ def mask_name(volume) -> str:
 def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, probs=False, pbar=True, png=False):
     "Segment every volume of `inp` (file or folder) into `out`; returns (written files, failures as (file, problem))"
     from lits_fastai.discover import scan_cases
-    from lits_fastai.core import save_image
-    import tempfile
     m,c = as_model(model, device)
     inp, out = Path(inp), Path(out)
     if inp.is_file(): vols,failed = [inp],[]
@@ -299,6 +298,6 @@ def lits_predict(model:str, # model file from lits-train
     if failed: sys.exit(1)
 
 def read_contract_safe(fn):
-    from lits_fastai.learner import read_contract
+    "The contract of the model file `fn`, or None where it cannot be read (the error is reported elsewhere)"
     try: return read_contract(fn)
-    except Exception: return None
+    except (LitsError, OSError, ValueError): return None
