@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import nibabel as nib
 from nibabel.orientations import io_orientation, ornt_transform, apply_orientation, inv_ornt_aff
+from scipy import ndimage
+import cc3d
 
 # %% auto #0
 __all__ = ['NIFTI_EXTS', 'LitsError', 'BadInputError', 'is_nifti', 'nifti_stem', 'load_nifti', 'read_nifti', 'Geometry',
-           'to_canonical', 'from_canonical', 'geometry', 'read_canonical', 'to_slices', 'from_slices', 'atomic_path',
-           'save_nifti', 'save_image', 'cli_compat']
+           'to_canonical', 'from_canonical', 'geometry', 'read_canonical', 'to_slices', 'from_slices', 'bbox', 'slabs',
+           'label_components', 'component_sizes', 'atomic_path', 'save_nifti', 'save_image', 'cli_compat']
 
 # %% ../nbs/00_core.ipynb #4f29c6b5
 class LitsError(Exception):
@@ -156,6 +158,39 @@ def from_slices(arr:np.ndarray) -> np.ndarray:
     "Inverse of `to_slices`: stack of axial slices `(Z,H,W,...)` -> canonical `(X,Y,Z,...)` array"
     return np.swapaxes(np.flip(arr, (1, 2)), 0, 2)
 
+# %% ../nbs/00_core.ipynb #891c2024
+def bbox(mask:np.ndarray, # boolean (or 0/non-0) array
+         margin:int=0, # voxels added on every side, clipped to the array
+        ) -> tuple|None: # one slice per axis, or None when `mask` is empty
+    "Bounding box of the non-zero voxels of `mask`"
+    m = np.asarray(mask, bool)
+    sl = ndimage.find_objects(m.view(np.uint8))
+    if not sl: return None
+    return tuple(slice(max(s.start-margin, 0), min(s.stop+margin, n)) for s,n in zip(sl[0], m.shape))
+
+def slabs(a:np.ndarray, # array to walk through along its first axis
+          voxels:int=1<<22, # about this many elements per block
+         ) -> list: # slices of the first axis
+    "Blocks of whole slices of `a`, each about `voxels` elements: for bounded temporaries"
+    n = max(1, voxels//max(1, a[:1].size))
+    return [slice(i, i+n) for i in range(0, len(a), n)]
+
+def label_components(mask:np.ndarray, # 2D or 3D mask
+                    ) -> tuple: # (labels: uint16/uint32/uint64 array, number of components)
+    "Connected components of the non-zero voxels of `mask`, with full connectivity (26 neighbours in 3D, 8 in 2D)"
+    m = np.asarray(mask, bool)
+    if m.ndim not in (2, 3): raise ValueError(f"connected components of a 2D or 3D mask, not of a {m.ndim}D one")
+    lab,n = cc3d.connected_components(m, connectivity=26 if m.ndim==3 else 8, return_N=True)
+    return lab,int(n)
+
+def component_sizes(labels:np.ndarray, # label array from `label_components`
+                    n:int, # number of components
+                   ) -> np.ndarray: # int64 counts of labels 0..n
+    "Voxels of each label, counted a block of slices at a time"
+    out = np.zeros(n+1, np.int64)
+    for s in slabs(labels): out += np.bincount(labels[s].ravel(), minlength=n+1)
+    return out
+
 # %% ../nbs/00_core.ipynb #d8a2ffc0
 @contextlib.contextmanager
 def atomic_path(fn):
@@ -199,7 +234,7 @@ def save_image(img:nib.Nifti1Image, # the image to write
 # %% ../nbs/00_core.ipynb #2bace794
 def cli_compat(f, # a function decorated with `fastcore.script.call_parse`
               ):
-    "Let the `call_parse` command line `f` accept `--opt-name` and `--opt_name` with fastcore 1.x and 2.x"
+    "Let the `call_parse` command line `f` accept `--opt-name` and `--opt_name` with fastcore 1.x and 2.x; Ctrl-C exits 130 with one line"
     func = inspect.unwrap(f)
     @functools.wraps(f)
     def _f(*args, **kwargs):
@@ -215,5 +250,7 @@ def cli_compat(f, # a function decorated with `fastcore.script.call_parse`
         argv = [fix(a) for a in sys.argv[1:]]
         args = vars(p.parse_args(argv))
         args.pop('pdb', None); args.pop('xtra', None)
-        return func(**args)
+        try: return func(**args)
+        except KeyboardInterrupt:                  # Ctrl-C: one line, no traceback (outputs are written atomically)
+            print(f"{p.prog}: interrupted", file=sys.stderr); sys.exit(130)
     return _f

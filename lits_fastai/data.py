@@ -259,19 +259,19 @@ class SliceRef:
     def __hash__(self): return hash((self.case, self.z))
     def __repr__(self): return f"SliceRef({self.case!r}, {self.z})"
 
-class SliceGetter:
+class SliceGetter(Transform):
     "`SliceRef` -> `TensorSlice` network input read from the cache"
     def __init__(self, arrays, intensity, context=1, size=None):
-        store_attr(); self.tfm = intensity_from_config(intensity)
+        super().__init__(); store_attr(); self.tfm = intensity_from_config(intensity)
         self.show_chan = (context//2) * self.tfm.n_channels
-    def __call__(self, o):
+    def encodes(self, o):
         x = slice_input(self.arrays[o.case][0], o.z, self.tfm, self.context, self.size)
         return TensorSlice(torch.from_numpy(x), show_chan=self.show_chan)
 
-class MaskGetter:
+class MaskGetter(Transform):
     "`SliceRef` -> `TensorLitsMask` label map read from the cache"
-    def __init__(self, arrays, size=None): store_attr()
-    def __call__(self, o):
+    def __init__(self, arrays, size=None): super().__init__(); store_attr()
+    def encodes(self, o):
         m = resize_chw(np.asarray(self.arrays[o.case][1][o.z]), self.size, nearest=True)
         return TensorLitsMask(torch.from_numpy(m.astype(np.int64)))
 

@@ -325,8 +325,13 @@ class RandAffine3D(RandTransform):
         return TensorMask3D(m[:, 0].round().long())
 
 # %% ../nbs/07_data3d.ipynb #dc7091a5
-def _get_image(o:CaseRef): return CaseImage(o.case, o.k)
-def _get_label(o:CaseRef): return CaseLabel(o.case, o.k)
+class _ImageGetter(Transform):
+    "`CaseRef` -> `CaseImage` (getters are `Transform` classes, which pickle, so that `learn.export` works)"
+    def encodes(self, o): return CaseImage(o.case, o.k)
+
+class _LabelGetter(Transform):
+    "`CaseRef` -> `CaseLabel`"
+    def encodes(self, o): return CaseLabel(o.case, o.k)
 def _first_n_split(n, items): return list(range(n)), list(range(n, len(items)))
 
 def volume_dls(cache, # a prepared cache (`lits-prepare`)
@@ -370,7 +375,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     else: item_tfm = PatchSampler(cache, shape, tfm, case_info(cache, train_cases + valid_cases, target=target, manifest=man, progress=progress),
                                   pos_ratio=pos_ratio, target=target, seed=seed)
     if aug is True or aug=='3d': aug = RandAffine3D()
-    dblock = DataBlock(blocks=(TransformBlock, TransformBlock), n_inp=1, get_x=_get_image, get_y=_get_label,
+    dblock = DataBlock(blocks=(TransformBlock, TransformBlock), n_inp=1, get_x=_ImageGetter(), get_y=_LabelGetter(),
                        splitter=partial(_first_n_split, n_train),
                        item_tfms=[item_tfm], batch_tfms=[aug] if aug else None)
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, **kwargs)

@@ -13,7 +13,8 @@ from scipy import ndimage as ndi
 from scipy import stats
 from fastcore.script import call_parse
 from fastcore.parallel import parallel
-from .core import BadInputError, is_nifti, nifti_stem, read_canonical, atomic_path, cli_compat
+from .core import (BadInputError, is_nifti, nifti_stem, read_canonical, atomic_path, cli_compat, bbox,
+                              label_components, component_sizes)
 
 # %% auto #0
 __all__ = ['CLASSES', 'CONFUSION_COLS', 'class_mask', 'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics',
@@ -34,8 +35,7 @@ def class_mask(lbl:np.ndarray, # label map with values 0, 1, 2
 # %% ../nbs/31_evaluate.ipynb #479b9954
 def _crop(*ms, margin:int=1) -> tuple:
     "Bounding box of the union of the masks `ms`, widened by `margin` voxels and clipped to the array"
-    sl = ndi.find_objects(np.logical_or.reduce([np.asarray(m, bool) for m in ms]).astype(np.uint8))[0]
-    return tuple(slice(max(s.start-margin, 0), min(s.stop+margin, n)) for s,n in zip(sl, ms[0].shape))
+    return bbox(np.logical_or.reduce([np.asarray(m, bool) for m in ms]), margin)
 
 def surface(m:np.ndarray, # binary mask
             connectivity:int=3, # neighbourhood: 1 faces, 2 faces and edges, 3 full cube (26 neighbours in 3D)
@@ -90,8 +90,7 @@ def overlap_metrics(pred:np.ndarray, # binary predicted mask
 def label_lesions(mask:np.ndarray, # binary tumour mask
                  )->tuple: # (label array, number of lesions)
     "Connected components of `mask` with full connectivity (26 neighbours in 3D)"
-    mask = np.asarray(mask, bool)
-    return ndi.label(mask, structure=np.ones((3,)*mask.ndim, bool))
+    return label_components(mask)
 
 def detect_lesions(pred:np.ndarray, # binary predicted tumour mask
                    gt:np.ndarray, # binary true tumour mask
@@ -107,7 +106,7 @@ def detect_lesions(pred:np.ndarray, # binary predicted tumour mask
     if n_p and n_g:
         both = (pl>0) & (gl>0)
         I = np.zeros((n_p, n_g)); np.add.at(I, (pl[both]-1, gl[both]-1), 1)      # voxel overlaps of lesion pairs
-        psz,gsz = np.bincount(pl.ravel(), minlength=n_p+1)[1:],np.bincount(gl.ravel(), minlength=n_g+1)[1:]
+        psz,gsz = component_sizes(pl, n_p)[1:],component_sizes(gl, n_g)[1:]
         owner = np.where(I.max(0)>0, I.argmax(0), -1-np.arange(n_g))             # 1. true lesion -> its best prediction
         _,grp = np.unique(owner, return_inverse=True)
         G = grp.max()+1

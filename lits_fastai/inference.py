@@ -11,12 +11,12 @@ import tempfile
 import nibabel as nib
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from nibabel.orientations import apply_orientation
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, to_canonical, from_canonical,
-                              to_slices, from_slices, save_nifti, save_image, atomic_path, is_nifti, nifti_stem, cli_compat)
+                              to_slices, from_slices, save_nifti, save_image, atomic_path, is_nifti, nifti_stem, cli_compat,
+                              bbox, slabs, label_components, component_sizes)
 from .transforms import intensity_from_config
 from .data import slice_input, context_index, resize_chw, _size
 from .learner import load_model_file, model_contract, read_contract
@@ -28,10 +28,11 @@ __all__ = ['as_model', 'SliceInput', 'predict_slices', 'gaussian_weight', 'slidi
 # %% ../nbs/30_inference.ipynb #0ffe1689
 def as_model(model, # model file path, fastai `Learner`, or `(nn.Module, contract)`
              device=None, # torch device (default: CUDA if available)
+             allow_pickle:bool=False, # also load a pickled fastai `Learner` (.pkl): runs code from the file!
             ):
     "`(module, contract)` in eval mode on `device`"
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if isinstance(model, (str, Path)): m,c = load_model_file(model, device=device)
+    if isinstance(model, (str, Path)): m,c = load_model_file(model, device=device, allow_pickle=allow_pickle)
     elif hasattr(model, 'dls') and hasattr(model, 'model'): m,c = model.model, model_contract(model)
     else: m,c = model
     return m.to(device).eval(), c
@@ -149,35 +150,34 @@ def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, pro
     return lab, (p[0,0] if binary else 1-p[0,0]).cpu().numpy().astype(np.float16)
 
 # %% ../nbs/30_inference.ipynb #519d6a04
-_S26 = np.ones((3,3,3), bool)
-
-def _bbox(m:np.ndarray):
-    "Bounding box (a tuple of slices) of the True voxels of `m`, or None when there are none"
-    sl = ndimage.find_objects(m.view(np.uint8))
-    return sl[0] if sl else None
-
 def postprocess(lab:np.ndarray, # (Z,H,W) label map, 0/1/2
                 spacing=(1.,1.,1.), # (sx, sy, sz) in mm
-                largest_liver:bool=True, tumor_in_liver:bool=True, min_tumor_mm3:float=10.) -> np.ndarray:
+                largest_liver:bool=True, tumor_in_liver:bool=True, min_tumor_mm3:float=10.,
+                inplace:bool=False, # change `lab` itself (saves a copy of the volume)
+               ) -> np.ndarray:
     "Largest liver component, tumour only where it is connected to liver, tiny tumour components removed"
-    lab = lab.copy()
-    sl = _bbox(lab>0)
+    if not inplace: lab = lab.copy()
+    sl = bbox(lab)
     if sl is None: return lab
     sub = lab[sl]   # a view: every step works inside the bounding box of the foreground only
     if largest_liver or tumor_in_liver:
-        cc,n = ndimage.label(sub>0, _S26)
+        cc,n = label_components(sub)
         keep = np.ones(n+1, bool); keep[0] = False
-        if tumor_in_liver: keep &= np.bincount(cc[sub==1], minlength=n+1) > 0       # components holding some liver
+        if tumor_in_liver:                                   # components holding some liver
+            has_liver = np.zeros(n+1, bool)
+            for s in slabs(cc): has_liver[cc[s][sub[s]==1]] = True
+            keep &= has_liver
         if largest_liver and keep.sum()>1:
-            sizes = np.where(keep, np.bincount(cc.ravel(), minlength=n+1), 0)
+            sizes = np.where(keep, component_sizes(cc, n), 0)
             keep[:] = False; keep[np.argmax(sizes)] = True
-        sub[~keep[cc]] = 0
+        for s in slabs(cc): sub[s][~keep[cc[s]]] = 0
         del cc
-    if min_tumor_mm3 and (sub==2).any():
-        cc,n = ndimage.label(sub==2, _S26)
-        small = np.bincount(cc.ravel())*float(np.prod(spacing)) < min_tumor_mm3
+    if min_tumor_mm3:
+        cc,n = label_components(sub==2)
+        small = component_sizes(cc, n)*float(np.prod(spacing)) < min_tumor_mm3
         small[0] = False
-        sub[small[cc]] = 1
+        if small.any():
+            for s in slabs(cc): sub[s][small[cc[s]]] = 1
     return lab
 
 # %% ../nbs/30_inference.ipynb #690c4cd2
@@ -205,10 +205,10 @@ def predict_volume(model, # model file, Learner, or (module, contract)
     lab,pm = res if probs else (res, None)
     if post and len(c['classes'])==3:
         sx,sy,sz = g.spacing
-        lab = postprocess(lab, (sz, sy, sx))
-    elif post and len(c['classes'])==2 and c.get('target')=='liver': lab = postprocess(lab, min_tumor_mm3=0)
+        postprocess(lab, (sz, sy, sx), inplace=True)
+    elif post and len(c['classes'])==2 and c.get('target')=='liver': postprocess(lab, min_tumor_mm3=0, inplace=True)
     def _img(a, dtype):
-        out = np.ascontiguousarray(from_canonical(from_slices(a), g)).astype(dtype)
+        out = np.ascontiguousarray(from_canonical(from_slices(a), g), dtype=dtype)
         hdr = g.header.copy() if g.header is not None else None
         im = nib.Nifti1Image(out, g.affine, hdr); im.set_data_dtype(dtype); im.header.set_slope_inter(1, 0)
         return im
@@ -249,10 +249,10 @@ def mask_name(volume) -> str:
     if n.startswith('volume-'): return 'segmentation-' + n[len('volume-'):]
     return n
 
-def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, probs=False, pbar=True, png=False):
+def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, probs=False, pbar=True, png=False, allow_pickle=False):
     "Segment every volume of `inp` (file or folder) into `out`; returns (written files, failures as (file, problem))"
     from lits_fastai.discover import scan_cases
-    m,c = as_model(model, device)
+    m,c = as_model(model, device, allow_pickle)
     inp, out = Path(inp), Path(out)
     if inp.is_file(): vols,failed = [inp],[]
     else:                                       # bad or duplicate files are reported, the other volumes predicted
@@ -287,9 +287,11 @@ def lits_predict(model:str, # model file from lits-train
                  bs:int=16, # slices per batch
                  device:str=None, # cpu, cuda, cuda:1 ... (default: cuda if available)
                  png:bool=False, # also write a picture of each mask (OUT/pictures/<name>.png: liver green, tumour red)
+                 allow_pickle:bool=False, # also load a pickled fastai Learner (.pkl): it runs code from the file, so only one you trust
                 ):
     "Segment CT volumes into NIfTI masks (0 background, 1 liver, 2 tumour) in each input's own geometry"
-    try: written, failed = predict_files(model, input, out, tta=tta, post=not no_post, bs=bs, device=device, probs=probs, png=png)
+    try: written, failed = predict_files(model, input, out, tta=tta, post=not no_post, bs=bs, device=device, probs=probs, png=png,
+                                            allow_pickle=allow_pickle)
     except LitsError as e: print(f"lits-predict: {e}", file=sys.stderr); sys.exit(1)
     c = read_contract_safe(model)
     for f,p in failed: print(f"{f}: {p}", file=sys.stderr)

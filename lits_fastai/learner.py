@@ -124,6 +124,8 @@ class HistoryLogger(CSVLogger):
         if not (self.append and fn.exists() and fn.stat().st_size): return super().before_fit()
         self.file = fn.open('a')
         self.old_logger,self.learn.logger = self.logger,self._write_line
+    def after_fit(self):
+        super().after_fit(); self.__dict__.pop('file', None)     # a closed file does not pickle: `learn.export` after training
 
 def trim_history(fn, start_epoch:int):
     "Keep only the rows of the log `fn` for epochs before `start_epoch` (a resumed run rewrites the rest)"
@@ -140,6 +142,12 @@ class _ResumableSave(SaveModelCallback):
         if getattr(self, '_resume_best', None) is not None: self.best = self._resume_best; self._resume_best = None
 
 # %% ../nbs/23_learner.ipynb #2cf910b7
+_DATA_ATTRS = ('intensity', 'size', 'context', 'train_cases', 'valid_cases')   # what the DataLoaders tell inference
+
+def _data_attrs(dls) -> dict:
+    "The `_DATA_ATTRS` that the factories (`slice_dls`, `png_dls`, `volume_dls`) set on `dls` itself"
+    return {k: v for k,v in vars(dls).items() if k in _DATA_ATTRS}
+
 def _n_in(dls) -> int:
     n = getattr(dls, 'n_channels', None)
     if n: return int(n)
@@ -166,7 +174,8 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     if r.arch=='ltnet':
         sz = getattr(dls, 'size', r.size)
         mk.setdefault('img_size', (sz, sz) if isinstance(sz, int) else tuple(sz)[-2:])
-    model = build_model(r.arch, n_in=_n_in(dls), n_out=n_out, **mk)
+    n_in = _n_in(dls)
+    model = build_model(r.arch, n_in=n_in, n_out=n_out, **mk)
     if loss is None: loss = recipe_loss(r)
     if metrics is None: metrics = lits_metrics(n_out, binary_target=None if r.target=='multiclass' else r.target)
     cbs = list(cbs or [])
@@ -180,6 +189,7 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     learn = Learner(dls, model, loss_func=loss, opt_func=recipe_opt(r), lr=r.lr, wd=r.wd, metrics=metrics, cbs=cbs, **kwargs)
     learn.recipe = r
     learn.model_kwargs = {k:v for k,v in mk.items() if k not in ('pretrained', 'weights')}
+    learn.data_contract = {'n_in': n_in, **_data_attrs(dls)}      # kept by `learn.export`, which empties the DataLoaders
     if torch.cuda.is_available(): learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     learn.validate = MethodType(_validate, learn)
     return learn
@@ -210,15 +220,15 @@ MODEL_FORMAT = 'lits_fastai.model/1'
 def model_contract(learn:Learner) -> dict:
     "The preprocessing contract of a trained `learn`: what inference must replay"
     r, dls = learn.recipe, learn.dls
+    d = {**getattr(learn, 'data_contract', {}), **_data_attrs(dls)}
     n_out = n_classes(r)
     c = {'format': MODEL_FORMAT, 'lits_fastai': lits_fastai.__version__, 'torch': torch.__version__,
-         'arch': r.arch, 'model_kwargs': {**learn.model_kwargs, 'n_in': _n_in(dls), 'n_out': n_out},
+         'arch': r.arch, 'model_kwargs': {**learn.model_kwargs, 'n_in': d.get('n_in') or _n_in(dls), 'n_out': n_out},
          'dims': r.dims, 'mode': r.mode, 'target': r.target,
          'classes': ['background', 'liver', 'tumor'] if n_out==3 else ['background', r.target],
-         'intensity': getattr(dls, 'intensity', r.intensity), 'size': getattr(dls, 'size', r.size),
-         'context': getattr(dls, 'context', r.context),
-         'train_cases': [str(o) for o in getattr(dls, 'train_cases', [])],
-         'valid_cases': [str(o) for o in getattr(dls, 'valid_cases', [])], 'recipe': r.to_dict()}
+         'intensity': d.get('intensity', r.intensity), 'size': d.get('size', r.size), 'context': d.get('context', r.context),
+         'train_cases': [str(o) for o in d.get('train_cases', [])],
+         'valid_cases': [str(o) for o in d.get('valid_cases', [])], 'recipe': r.to_dict()}
     return json.loads(json.dumps(c, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
 
 def save_model_file(learn:Learner, fn, contract:dict|None=None) -> Path:
@@ -254,6 +264,11 @@ def read_contract(fn) -> dict:
     if c.get('format')!=MODEL_FORMAT: raise BadInputError(fn, f"unsupported model file format {c.get('format')!r}")
     return c
 
+def _why(e:BaseException) -> str:
+    "An exception as one short line: its type and the first line of its message"
+    msg = str(e).splitlines()[0][:200] if str(e).strip() else ''
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
 def load_model_file(fn, # a model file written by `save_model_file` / `lits-train`
                     device='cpu', # where to put the model
                     allow_pickle:bool=False, # also accept a pickled fastai `Learner` (.pkl): runs code from the file!
@@ -262,12 +277,14 @@ def load_model_file(fn, # a model file written by `save_model_file` / `lits-trai
     from safetensors.torch import load_model
     fn = Path(fn)
     if fn.suffix in ('.pkl', '.pth', '.pt'):
-        if not allow_pickle: raise BadInputError(fn, 'pickled files can run code when loaded: refused (pass allow_pickle=True only for files you trust)')
+        if not allow_pickle: raise BadInputError(fn, 'pickled files can run code when loaded: refused (for a file you trust: lits-predict --allow-pickle, or allow_pickle=True)')
         from fastai.learner import load_learner
-        learn = load_learner(fn, cpu=str(device)=='cpu')
-        return learn.model.to(device).eval(), model_contract(learn)
+        try: learn = load_learner(fn, cpu=str(device)=='cpu')
+        except Exception as e: raise BadInputError(fn, f"not a loadable fastai Learner ({_why(e)})") from None
+        try: return learn.model.to(device).eval(), model_contract(learn)
+        except Exception as e: raise BadInputError(fn, f"this Learner has no lits_fastai model contract ({_why(e)})") from None
     c = read_contract(fn)
     model = build_model(c['arch'], **c['model_kwargs'])
     try: load_model(model, str(fn), strict=True, device=str(device))
-    except Exception as e: raise BadInputError(fn, f"weights do not load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e: raise BadInputError(fn, f"weights do not load ({_why(e)})") from None
     return model.to(device).eval(), c

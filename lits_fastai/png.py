@@ -12,6 +12,7 @@ import torch
 import cv2
 from fastai.data.block import DataBlock
 from fastai.data.core import DataLoaders
+from fastai.data.transforms import Transform
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
 from .data import (CODES, SliceRef, TensorLitsMask, case_key, context_index, resize_chw, _size, patient_split, case_table,
@@ -124,21 +125,22 @@ class _PngCases:
         zs = self.zs[case]; i = zs.index(z)
         return [zs[j] for j in context_index(i, len(zs), context)]
 
-class PngSliceGetter:
+class PngSliceGetter(Transform):
     "`SliceRef` -> `TensorSlice` from the image PNGs (with neighbours for 2.5D)"
     def __init__(self, cases:_PngCases, intensity, context=1, size=None):
+        super().__init__()
         self.cases,self.context,self.size = cases,context,size
         self.tfm = intensity_from_config(intensity)
         self.show_chan = (context//2) * self.tfm.n_channels
-    def __call__(self, o):
+    def encodes(self, o):
         ims = [read_png(self.cases.rows[(o.case, z)][0]) for z in self.cases.neighbours(o.case, o.z, self.context)]
         x = self.tfm(np.stack(ims)).reshape(-1, *ims[0].shape)
         return TensorSlice(torch.from_numpy(resize_chw(x, self.size)), show_chan=self.show_chan)
 
-class PngMaskGetter:
+class PngMaskGetter(Transform):
     "`SliceRef` -> `TensorLitsMask` from the liver and tumour mask PNGs"
-    def __init__(self, cases:_PngCases, size=None): self.cases,self.size = cases,size
-    def __call__(self, o):
+    def __init__(self, cases:_PngCases, size=None): super().__init__(); self.cases,self.size = cases,size
+    def encodes(self, o):
         _,l,t = self.cases.rows[(o.case, o.z)]
         return TensorLitsMask(torch.from_numpy(resize_chw(png_label(l, t), self.size, nearest=True).astype(np.int64)))
 

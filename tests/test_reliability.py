@@ -281,7 +281,8 @@ def test_predict_interrupted_leaves_no_partial_nifti(work, model, volumes, pred_
     "Ctrl-C (SIGINT) while the second mask is being written: the first mask is complete, no partial file, not even a temporary one"
     out = work/'pred_sigint'
     p = py(_KILL_PREDICT, model, volumes, out, env={'KILL_AT': '2', 'KILL_SIG': 'SIGINT'})
-    assert p.returncode != 0, p.stderr[-3000:]
+    assert p.returncode == 130 and p.stderr.strip().splitlines()[-1] == 'lits-predict: interrupted', p.stderr[-3000:]
+    no_traceback(p.stderr)
     assert len(_only_complete_masks(out, pred_ref)) == 1
     assert not [f for f in out.iterdir() if f.name.endswith('.part')]
 
@@ -709,7 +710,7 @@ def train_calls(work, cache, files, bad_data, killed_run):
     return dict(zip(todo, calls('lits_fastai.train:lits_train', *todo.values(), env={'PYTHONHASHSEED': '5'},
                                 entries={list(todo).index('compare'): 'lits_fastai.compare:lits_compare'})))
 
-def test_model_files_and_checkpoints_never_run_code(work, predict_calls, train_calls):
+def test_model_files_and_checkpoints_never_run_code(work, volumes, predict_calls, train_calls):
     "A pickled model (as .pkl, .pth, or disguised as .safetensors) and a planted resume checkpoint are refused: no code runs"
     marker = work/'owned'
     for n in ('evil.pkl', 'evil.pth', 'evil.safetensors'):
@@ -721,7 +722,7 @@ def test_model_files_and_checkpoints_never_run_code(work, predict_calls, train_c
     no_traceback(r['err'])
     assert r['rc'] == 1 and 'unreadable or unsafe training checkpoint' in naming(r['err'], run/'checkpoints'/'last.pth')[0], r['err']
     assert not marker.exists()
-    from lits_fastai.learner import load_model_file
-    try: load_model_file(work/'evil.pkl', allow_pickle=True)                       # the explicit flag, and only it,
-    except Exception: pass
-    assert marker.exists()                                                          # unpickles the file, and its code runs
+    r = calls('lits_fastai.inference:lits_predict', [work/'evil.pkl', volumes/'volume-0.nii', work/'out_trusted', '--allow-pickle'])[0]
+    assert marker.exists()                              # the explicit flag, and only it, unpickles the file: its code runs
+    no_traceback(r['err'])
+    assert r['rc'] == 1 and 'not a loadable fastai Learner' in naming(r['err'], work/'evil.pkl')[0], r['err']   # and it is no Learner
