@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #35c471a2
 from __future__ import annotations
-import os, sys, gzip, zlib, tempfile, contextlib, functools, inspect
+import os, sys, gzip, zlib, tempfile, contextlib, functools, inspect, logging, threading
 from fastcore.script import anno_parser
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +77,27 @@ def _check_header(img, fn):
         raise BadInputError(fn, 'degenerate affine (voxel to world): an axis has no direction or a voxel size is 0')
     return img.slicer[..., 0] if len(shape)==4 else img
 
+class _NameFile(logging.Filter):
+    "Prefix the messages nibabel logs while this thread reads `fn` (header repairs such as 'qform_code 99 not valid') with `fn`"
+    def __init__(self, fn): super().__init__(); self.fn,self.tid = fn,threading.get_ident()
+    def filter(self, r):
+        if r.thread==self.tid: r.msg,r.args = f"{self.fn}: {r.getMessage()}",()
+        return True
+
+@contextlib.contextmanager
+def _naming(fn):
+    f = _NameFile(fn); nib.imageglobals.logger.addFilter(f)
+    try: yield
+    finally: nib.imageglobals.logger.removeFilter(f)
+
 def load_nifti(fn) -> nib.Nifti1Image:
     "Open the NIfTI header of `fn` (data stays on disk) and check that it describes a 3D volume that fits in the file"
     fn = Path(fn)
     if not fn.exists(): raise BadInputError(fn, 'file not found')
     if not is_nifti(fn): raise BadInputError(fn, f"not a NIfTI file name (expected .nii or .nii.gz)")
-    try: img = nib.load(str(fn))
-    except Exception as e: raise _unreadable(fn, e) from None
+    with _naming(fn):
+        try: img = nib.load(str(fn))
+        except Exception as e: raise _unreadable(fn, e) from None
     try: return _check_header(img, fn)
     except BadInputError: raise
     except Exception as e: raise BadInputError(fn, f"unusable NIfTI header ({type(e).__name__}: {e})") from None
