@@ -81,7 +81,7 @@ class _NameFile(logging.Filter):
     "Prefix the messages nibabel logs while this thread reads `fn` (header repairs such as 'qform_code 99 not valid') with `fn`"
     def __init__(self, fn): super().__init__(); self.fn,self.tid = fn,threading.get_ident()
     def filter(self, r):
-        if r.thread==self.tid: r.msg,r.args = f"{self.fn}: {r.getMessage()}",()
+        if r.thread==self.tid: r.msg,r.args = f"{self.fn}: warning: {r.getMessage()}",()
         return True
 
 @contextlib.contextmanager

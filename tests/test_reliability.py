@@ -529,7 +529,7 @@ def test_fuzzed_files_never_crash_or_hang(fuzzed, cmd):
         done = set(pd.read_csv(w/'fuzz_cache'/'manifest.csv', dtype={'case': str})['case']) if cmd == 'prepare' else \
                {f.name.split('.')[0].split('-')[1] for f in (w/'fuzz_masks').glob('segmentation-*')}
     for f, case in files.items():
-        n = len(naming(p.stderr, f))
+        n = len([l for l in naming(p.stderr, f) if ': warning: ' not in l])      # errors; a repaired header is a warning
         assert (case in done) != (n == 1) and n <= 1, (cmd, f.name, case in done, naming(p.stderr, f))
 
 
