@@ -172,8 +172,9 @@ def postprocess(lab:np.ndarray, # (Z,H,W) label map, 0/1/2
             keep[:] = False; keep[np.argmax(sizes)] = True
         for s in slabs(cc): sub[s][~keep[cc[s]]] = 0
         del cc
-    if min_tumor_mm3:
-        cc,n = label_components(sub==2)
+    tumor = sub==2 if min_tumor_mm3 else None
+    if tumor is not None and tumor.any():                    # no labelling pass when there is no tumour
+        cc,n = label_components(tumor); del tumor
         small = component_sizes(cc, n)*float(np.prod(spacing)) < min_tumor_mm3
         small[0] = False
         if small.any():
