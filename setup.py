@@ -29,6 +29,8 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
+# optional extras: a settings key `extras_<name> = req ...` becomes `pip install lits_fastai[<name>]`
+extras = {k[len('extras_'):]: shlex.split(v) for k,v in cfg.items() if k.startswith('extras_')}
 
 setuptools.setup(
     name = cfg['lib_name'],
@@ -42,7 +44,7 @@ setuptools.setup(
     packages = setuptools.find_packages(),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require={ 'dev': dev_requirements, **extras },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #35c471a2
 from __future__ import annotations
-import os, sys, gzip, zlib, tempfile, contextlib, functools, inspect, logging, threading
+import os, sys, io, time, gzip, zlib, tempfile, contextlib, functools, inspect, logging, threading, warnings, argparse
 from fastcore.script import anno_parser
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +16,9 @@ import cc3d
 
 # %% auto #0
 __all__ = ['NIFTI_EXTS', 'LitsError', 'BadInputError', 'is_nifti', 'nifti_stem', 'load_nifti', 'read_nifti', 'Geometry',
-           'to_canonical', 'from_canonical', 'geometry', 'read_canonical', 'to_slices', 'from_slices', 'bbox', 'slabs',
-           'label_components', 'component_sizes', 'atomic_path', 'save_nifti', 'save_image', 'cli_compat']
+           'to_canonical', 'from_canonical', 'geometry', 'read_canonical', 'to_slices', 'from_slices', 'axial_slice',
+           'bbox', 'slabs', 'label_components', 'component_sizes', 'atomic_path', 'save_nifti', 'save_image',
+           'cli_compat', 'quiet_imports', 'is_terminal', 'plain_progress']
 
 # %% ../nbs/00_core.ipynb #4f29c6b5
 class LitsError(Exception):
@@ -172,6 +173,18 @@ def from_slices(arr:np.ndarray) -> np.ndarray:
     "Inverse of `to_slices`: stack of axial slices `(Z,H,W,...)` -> canonical `(X,Y,Z,...)` array"
     return np.swapaxes(np.flip(arr, (1, 2)), 0, 2)
 
+def axial_slice(img, # nibabel image or NIfTI file name
+                z:int, # canonical axial slice index
+               )->np.ndarray: # (H,W) in display order, as `to_slices` gives
+    "Canonical axial slice `z` of `img`, reading only that slice from the file (pictures of big scans)"
+    img = load_nifti(img) if isinstance(img, (str, Path)) else img
+    g = geometry(img)
+    ax = int(np.where(g.ornt[:,0]==2)[0][0])
+    k = g.shape[ax]-1-z if g.ornt[ax,1]==-1 else z
+    sl = [slice(None)]*3; sl[ax] = slice(k, k+1)
+    slab = np.asarray(img.dataobj[tuple(sl)] if len(img.shape)==3 else img.dataobj[tuple(sl)+(0,)])
+    return to_slices(apply_orientation(slab, g.ornt))[0]
+
 # %% ../nbs/00_core.ipynb #891c2024
 def bbox(mask:np.ndarray, # boolean (or 0/non-0) array
          margin:int=0, # voxels added on every side, clipped to the array
@@ -246,25 +259,73 @@ def save_image(img:nib.Nifti1Image, # the image to write
     return fn
 
 # %% ../nbs/00_core.ipynb #2bace794
+def _dashed(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "Spell every long option of `p` with dashes (`--valid-cases`), whatever the fastcore version"
+    for a in p._actions:
+        new = ['--'+o[2:].replace('_', '-') if o.startswith('--') else o for o in a.option_strings]
+        for o in a.option_strings: p._option_string_actions.pop(o, None)
+        for o in new: p._option_string_actions[o] = a
+        a.option_strings = new
+    return p
+
 def cli_compat(f, # a function decorated with `fastcore.script.call_parse`
               ):
-    "Let the `call_parse` command line `f` accept `--opt-name` and `--opt_name` with fastcore 1.x and 2.x; Ctrl-C exits 130 with one line"
+    "Let the `call_parse` command line `f` show `--opt-name` in its help and accept `--opt-name` and `--opt_name`; Ctrl-C exits 130 with one line"
     func = inspect.unwrap(f)
     @functools.wraps(f)
     def _f(*args, **kwargs):
         if args or kwargs: return func(*args, **kwargs)
-        p = anno_parser(func)
+        p = _dashed(anno_parser(func))
         known = {o for a in p._actions for o in a.option_strings}
         def fix(a):
             if not a.startswith('--') or a=='--': return a
             k,eq,val = a.partition('=')
-            for alt in (k, '--'+k[2:].replace('-','_'), '--'+k[2:].replace('_','-')):
+            for alt in (k, '--'+k[2:].replace('_','-')):
                 if alt in known: return alt+eq+val
             return a
-        argv = [fix(a) for a in sys.argv[1:]]
-        args = vars(p.parse_args(argv))
+        args = vars(p.parse_args([fix(a) for a in sys.argv[1:]]))
         args.pop('pdb', None); args.pop('xtra', None)
         try: return func(**args)
         except KeyboardInterrupt:                  # Ctrl-C: one line, no traceback (outputs are written atomically)
             print(f"{p.prog}: interrupted", file=sys.stderr); sys.exit(130)
     return _f
+
+# %% ../nbs/00_core.ipynb #34d04e47
+_QUIET = [(FutureWarning, r'`torch\.jit\.script` is deprecated')] # (category, message) of third-party warnings raised by importing fastai
+
+def quiet_imports():
+    "Silence the warnings in `_QUIET` (raised when fastai is imported with a recent torch), and only those"
+    for cat,msg in _QUIET: warnings.filterwarnings('ignore', message=msg, category=cat)
+
+quiet_imports()
+
+# %% ../nbs/00_core.ipynb #ac610825
+def is_terminal(f=None # a stream (default `sys.stdout`)
+               ) -> bool:
+    "Is `f` an interactive terminal (not a file, a pipe or a notebook)?"
+    try: return bool((f or sys.stdout).isatty())
+    except (AttributeError, ValueError): return False
+
+def plain_progress(every:float=10. # seconds between two lines of one running bar
+                  ):
+    "Make fastprogress's console bars print plain lines instead of carriage-return bars when stdout is not a terminal"
+    try: from fastprogress.fastprogress import ConsoleProgressBar as C
+    except ImportError: return
+    if getattr(C, '_plain_every', None) is None:
+        init, update, end = C.__init__, C.on_update, C.on_iter_end
+        def __init__(self, *args, **kwargs):
+            if is_terminal(): return init(self, *args, **kwargs)
+            with contextlib.redirect_stdout(io.StringIO()): init(self, *args, **kwargs) # its '\r' encoding probe
+        def on_update(self, val, text):
+            if is_terminal(): return update(self, val, text)
+            now = time.monotonic()
+            if not val: self._plain_t = now
+            elif self.display and (now-getattr(self, '_plain_t', 0.) >= C._plain_every or bool(self.total) and val>=self.total):
+                self._plain_t = now; print(f"{self.prefix} {text}".strip(), flush=True)
+        def on_iter_end(self):
+            if is_terminal(): return end(self)
+            super(C, self).on_iter_end()  # without the '\r' that clears a bar
+        C.__init__, C.on_update, C.on_iter_end = __init__, on_update, on_iter_end
+    C._plain_every = every
+
+plain_progress()

@@ -28,7 +28,7 @@ __all__ = ['CODES', 'MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask
            'check_split', 'case_table', 'patient_split', 'context_index', 'resize_chw', 'slice_input', 'select_slices',
            'slice_weights', 'hybrid_augs', 'AlbumentationsTransform', 'LitsTypes', 'slice_augs', 'SliceRef',
            'SliceGetter', 'MaskGetter', 'case_splitter', 'resolve_split', 'segmentation_datablock', 'slice_datablock',
-           'limit_cases', 'slice_dls', 'block_dataloaders']
+           'without_cases', 'limit_cases', 'slice_dls', 'block_dataloaders']
 
 # %% ../nbs/05_data.ipynb #d9823574
 CODES = ['background', 'liver', 'tumor']
@@ -361,6 +361,19 @@ def slice_datablock(cache, # a prepared slice cache
     return dblock
 
 # %% ../nbs/05_data.ipynb #d4a2300b
+def without_cases(tbl:pd.DataFrame, # case table (`case_table`)
+                  test_cases, # case ids to leave out (a test set); None: none
+                  valid_cases=None, # validation case ids, which must not be among `test_cases`
+                 )->pd.DataFrame:
+    "`tbl` without the held-out `test_cases`; a validation case among them is a `LeakageError`"
+    if not test_cases: return tbl
+    test = set(map(str, test_cases))
+    both = sorted(test & set(map(str, valid_cases or [])), key=case_key)
+    if both: raise LeakageError(f"cases both held out for testing and used for validation: {both[:10]}")
+    unknown = sorted(test - set(tbl['case']), key=case_key)
+    if unknown: raise ValueError(f"test cases not in the data: {unknown[:10]}")
+    return tbl[~tbl['case'].isin(test)].reset_index(drop=True)
+
 def limit_cases(tbl:pd.DataFrame, # case table (`case_table`), with a `burden` column
                 max_cases:int|None, # keep at most this many cases (None: all)
                 valid_cases, # validation case ids, always kept
@@ -393,14 +406,16 @@ def slice_dls(cache, # a prepared slice cache
               num_workers:int=0, # DataLoader worker processes
               slice_split:bool=False, # random slice-level split (leaks patients; LT-Net paper only)
               aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs`
+              test_cases=None, # case ids held out of this run entirely: never trained on, validated on or used to fit intensities
               **kwargs, # more arguments of `DataBlock.dataloaders` (e.g. `device`, `val_bs`)
              )->DataLoaders:
     "DataLoaders of preprocessed slices from `cache`, split by patient, remembering the split and the preprocessing"
-    tbl = limit_cases(case_table(load_manifest(cache)), max_cases, valid_cases, seed)
+    tbl = limit_cases(without_cases(case_table(load_manifest(cache)), test_cases, valid_cases), max_cases, valid_cases, seed)
     if slice_split: tr,va = tbl['case'].tolist(), None
     else: tr,va = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
     dblock = slice_datablock(cache, valid_cases=va, train_cases=tr, size=size, intensity=intensity, context=context, select=select,
                              aug=aug, aug_kwargs=aug_kwargs, slice_split=slice_split, valid_pct=valid_pct or 0.2, seed=seed)
+    dblock.lits['test_cases'] = _sorted(test_cases or [])
     return block_dataloaders(dblock, cache, bs=bs, num_workers=num_workers, **kwargs)
 
 def block_dataloaders(dblock, # from `slice_datablock` or `segmentation_datablock`

@@ -27,7 +27,7 @@ __all__ = ['show_volume', 'TensorVolume', 'TensorMask3D', 'resample_volume', 'Ca
 # %% ../nbs/07_data3d.ipynb #6d2fa101
 from .transforms import intensity_from_config, fit_intensity
 from .cache import open_case, load_manifest
-from .data import patient_split, case_table, limit_cases, CODES
+from .data import patient_split, case_table, limit_cases, without_cases, case_key, CODES
 
 # %% ../nbs/07_data3d.ipynb #f30da3e8
 _COLORS = {1: (0., .8, 0.), 2: (1., 0., 0.)}
@@ -353,6 +353,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
                stratify:bool=True, # stratify the split by tumour burden (see `patient_split`)
                progress:bool=True, # progress bars while preparing
                num_workers:int|None=0, # DataLoader worker processes
+               test_cases=None, # case ids held out of this run entirely (never trained on, validated on or used for fitting)
                **kwargs # more `DataBlock.dataloaders` arguments (device, pin_memory, ...)
               ):
     "fastai DataLoaders of whole volumes or balanced patches from `cache`, split by patient"
@@ -362,7 +363,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     shape = tuple(int(o) for o in (patch if (mode=='patch' and patch is not None) else size))
     if len(shape)!=3: raise ValueError(f"a 3D size is (D, H, W), got {shape}")
     man = load_manifest(cache)
-    tbl = limit_cases(case_table(man), max_cases, valid_cases, seed)
+    tbl = limit_cases(without_cases(case_table(man), test_cases, valid_cases), max_cases, valid_cases, seed)
     train_cases, valid_cases = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds,
                                              seed=seed, stratify=stratify)
     train_cases, valid_cases = [str(c) for c in train_cases], [str(c) for c in valid_cases]
@@ -381,6 +382,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, **kwargs)
     dls.train_cases, dls.valid_cases, dls.intensity, dls.size = train_cases, valid_cases, tfm.config, shape
     dls.mode, dls.target, dls.n_channels, dls.dims, dls.context = mode, target, int(tfm.n_channels), 3, 1
+    dls.test_cases = sorted(map(str, test_cases or []), key=case_key)
     dls.codes = dls.vocab = CODES
     return dls
 

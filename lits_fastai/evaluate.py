@@ -17,17 +17,26 @@ from .core import (BadInputError, is_nifti, nifti_stem, read_canonical, atomic_p
                               label_components, component_sizes)
 
 # %% auto #0
-__all__ = ['CLASSES', 'CONFUSION_COLS', 'class_mask', 'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics',
-           'label_lesions', 'detect_lesions', 'tumor_burden', 'case_metrics', 'case_id', 'label_files', 'read_labels',
-           'check_same_grid', 'evaluate_case', 'bootstrap_ci', 'summarize', 'summary_path', 'pair_cases', 'write_csv',
-           'evaluate_folder', 'paired_test', 'confusion_total', 'write_pictures', 'lits_evaluate']
+__all__ = ['CLASSES', 'EXTRA_CLASSES', 'ALL_CLASSES', 'LITS_CONNECTIVITY', 'CONFUSION_COLS', 'surface_rule', 'class_mask',
+           'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics', 'label_lesions', 'detect_lesions',
+           'tumor_burden', 'case_metrics', 'case_id', 'label_files', 'read_labels', 'check_same_grid', 'evaluate_case',
+           'bootstrap_ci', 'summarize', 'summary_path', 'pair_cases', 'write_csv', 'evaluate_folder', 'paired_test',
+           'confusion_total', 'write_pictures', 'lits_evaluate']
 
 # %% ../nbs/31_evaluate.ipynb #8da04a6c
 CLASSES = ('liver', 'tumor')
-_CLASS_MASK = {'liver': lambda y: y>0, 'tumor': lambda y: y==2}
+EXTRA_CLASSES = ('parenchyma',)
+ALL_CLASSES = CLASSES + EXTRA_CLASSES
+LITS_CONNECTIVITY = 2
+_CLASS_MASK = {'liver': lambda y: y>0, 'tumor': lambda y: y==2, 'parenchyma': lambda y: y==1}
+
+def surface_rule(connectivity:int) -> str:
+    "The surface neighbourhood `connectivity` in words, as tables and printed output name it"
+    n = {1: '6', 2: '18', 3: '26'}.get(connectivity, '?')
+    return f"surface connectivity {connectivity} ({n}-neighbourhood{', the LiTS scorer' if connectivity==LITS_CONNECTIVITY else ''})"
 
 def class_mask(lbl:np.ndarray, # label map with values 0, 1, 2
-               cls:str, # 'liver' (labels 1 and 2) or 'tumor' (label 2)
+               cls:str, # 'liver' (labels 1 and 2), 'tumor' (label 2) or 'parenchyma' (label 1: liver without tumour)
               )->np.ndarray: # boolean mask
     "The LiTS mask of `cls` in the label map `lbl`"
     return _CLASS_MASK[cls](np.asarray(lbl))
@@ -38,7 +47,7 @@ def _crop(*ms, margin:int=1) -> tuple:
     return bbox(np.logical_or.reduce([np.asarray(m, bool) for m in ms]), margin)
 
 def surface(m:np.ndarray, # binary mask
-            connectivity:int=3, # neighbourhood: 1 faces, 2 faces and edges, 3 full cube (26 neighbours in 3D)
+            connectivity:int=LITS_CONNECTIVITY, # neighbourhood: 1 faces, 2 faces and edges (the LiTS scorer's), 3 full cube (26 neighbours in 3D)
            )->np.ndarray: # boolean mask of the surface voxels
     "Voxels of `m` with a background neighbour (outside the array is background)"
     m = np.asarray(m, bool)
@@ -47,7 +56,7 @@ def surface(m:np.ndarray, # binary mask
 def surface_distances(pred:np.ndarray, # binary mask, not empty
                       gt:np.ndarray, # binary mask of the same shape, not empty
                       spacing=None, # voxel size in mm along each axis (default 1)
-                      connectivity:int=3, # surface neighbourhood, see `surface`
+                      connectivity:int=LITS_CONNECTIVITY, # surface neighbourhood, see `surface` (2, the LiTS scorer's)
                      )->tuple: # (distances from pred's surface to gt's, from gt's surface to pred's), in mm
     "Directed distances in mm between the surface voxels of `pred` and of `gt`"
     pred,gt = np.asarray(pred, bool),np.asarray(gt, bool)
@@ -70,7 +79,7 @@ def distance_metrics(d_pg:np.ndarray, # distances from the prediction's surface 
 def overlap_metrics(pred:np.ndarray, # binary predicted mask
                     gt:np.ndarray, # binary true mask of the same shape
                     spacing=None, # voxel size in mm along each axis (default 1)
-                    connectivity:int=3, # surface neighbourhood, see `surface`
+                    connectivity:int=LITS_CONNECTIVITY, # surface neighbourhood, see `surface` (2, the LiTS scorer's)
                    )->dict: # dice, jaccard, voe, rvd, assd, rmsd, hd, hd95, empty, voxel counts, volumes in ml
     "Dice, Jaccard, VOE, RVD and surface distances of one class in one case, with the empty-mask convention"
     pred,gt = np.asarray(pred, bool),np.asarray(gt, bool)
@@ -130,13 +139,13 @@ def tumor_burden(lbl:np.ndarray, # label map with values 0, 1, 2
 def case_metrics(pred:np.ndarray, # predicted label map, values 0, 1, 2
                  gt:np.ndarray, # true label map of the same shape (canonical orientation, like `pred`)
                  spacing=None, # voxel size in mm along the array axes (from the ground truth's header)
-                 connectivity:int=3, # surface neighbourhood, see `surface`
+                 connectivity:int=LITS_CONNECTIVITY, # surface neighbourhood, see `surface` (2, the LiTS scorer's)
                  min_overlap:float=0.5, # lesion detection threshold on IoU, see `detect_lesions`
-                )->dict: # {'liver': {...}, 'tumor': {...}}
+                )->dict: # {'liver': {...}, 'tumor': {...}, 'parenchyma': {...}}
     "LiTS metrics of one case: one dict of metrics per class"
     pred,gt = np.asarray(pred),np.asarray(gt)
     if pred.shape!=gt.shape: raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
-    res = {c: overlap_metrics(class_mask(pred, c), class_mask(gt, c), spacing, connectivity) for c in CLASSES}
+    res = {c: overlap_metrics(class_mask(pred, c), class_mask(gt, c), spacing, connectivity) for c in ALL_CLASSES}
     tb_p,tb_g = tumor_burden(pred),tumor_burden(gt)
     res['tumor'].update(detect_lesions(pred==2, gt==2, min_overlap), tb_pred=tb_p, tb_gt=tb_g, tb_error=abs(tb_p-tb_g))
     return res
@@ -202,7 +211,7 @@ def _confusion(p:np.ndarray, g:np.ndarray, block:int=1<<24) -> np.ndarray:
 
 def evaluate_case(pred_fn, # predicted label map (NIfTI)
                   gt_fn, # true label map (NIfTI); its header gives the spacing
-                  connectivity:int=3, # surface neighbourhood, see `surface`
+                  connectivity:int=LITS_CONNECTIVITY, # surface neighbourhood, see `surface` (2, the LiTS scorer's)
                   min_overlap:float=0.5, # lesion detection threshold, see `detect_lesions`
                   case:str=None, # case id (default: from the ground truth's file name)
                  )->list: # one dict per class
@@ -214,7 +223,7 @@ def evaluate_case(pred_fn, # predicted label map (NIfTI)
     res = case_metrics(p, g, sp, connectivity, min_overlap)
     info = dict(spacing_x=sp[0], spacing_y=sp[1], spacing_z=sp[2], pred_file=str(pred_fn), gt_file=str(gt_fn),
                 **dict(zip(CONFUSION_COLS, _confusion(p, g).ravel().tolist())))
-    return [dict(case=case or case_id(gt_fn), cls=c, **res[c], **info) for c in CLASSES]
+    return [dict(case=case or case_id(gt_fn), cls=c, **res[c], connectivity=connectivity, **info) for c in ALL_CLASSES]
 
 # %% ../nbs/31_evaluate.ipynb #28d05f0d
 def bootstrap_ci(x, # per-case values (NaN are left out)
@@ -237,7 +246,7 @@ def summarize(per_case:pd.DataFrame, # per-case table from `evaluate_folder` (on
              )->pd.DataFrame: # one row per class
     "Summary of a test set per class: mean, median, bootstrap CI and global Dice, distances, detection, tumour burden"
     rows = []
-    for c in [c for c in CLASSES if c in set(per_case['cls'])]:
+    for c in [c for c in ALL_CLASSES if c in set(per_case['cls'])]:
         d = per_case[per_case['cls']==c]
         lo,hi = bootstrap_ci(d['dice'], n_boot, ci, seed)
         tot = (d['pred_vox']+d['gt_vox']).sum()
@@ -253,7 +262,9 @@ def summarize(per_case:pd.DataFrame, # per-case table from `evaluate_folder` (on
                      lesion_recall=n['n_detected']/n['n_gt_lesions'] if n['n_gt_lesions'] else np.nan,
                      tb_error_mean=tb.mean(), tb_rmse=np.sqrt((tb**2).mean()), tb_max=tb.max())
         rows.append(r)
-    return pd.DataFrame(rows).set_index('cls')
+    res = pd.DataFrame(rows).set_index('cls')
+    if 'connectivity' in per_case: res.attrs['surface'] = '; '.join(surface_rule(int(c)) for c in sorted(per_case['connectivity'].dropna().unique()))
+    return res
 
 # %% ../nbs/31_evaluate.ipynb #c027a412
 def summary_path(out) -> Path:
@@ -280,7 +291,7 @@ def _score(pair, connectivity, min_overlap):
 def _sort_cases(df):
     if not len(df): return df
     key = df['case'].map(_case_key)
-    return df.assign(_k=key, _c=df['cls'].map(CLASSES.index)).sort_values(['_k', '_c']).drop(columns=['_k', '_c']).reset_index(drop=True)
+    return df.assign(_k=key, _c=df['cls'].map(ALL_CLASSES.index)).sort_values(['_k', '_c']).drop(columns=['_k', '_c']).reset_index(drop=True)
 
 def write_csv(df:pd.DataFrame, fn, **kwargs) -> Path:
     "Atomically write `df` as CSV to `fn`"
@@ -290,7 +301,7 @@ def write_csv(df:pd.DataFrame, fn, **kwargs) -> Path:
 def evaluate_folder(pred_dir, # folder (or file) of predicted label maps (NIfTI, labels 0, 1, 2)
                     gt_dir, # folder (or file) of true label maps; their headers give the spacing
                     out=None, # per-case CSV to write (the summary goes beside it, see `summary_path`)
-                    connectivity:int=3, # surface neighbourhood, see `surface`
+                    connectivity:int=LITS_CONNECTIVITY, # surface neighbourhood, see `surface` (2, the LiTS scorer's)
                     min_overlap:float=0.5, # lesion detection threshold, see `detect_lesions`
                     n_workers:int=0, # parallel processes (0: score in this process)
                     n_boot:int=1000, # bootstrap resamples
@@ -368,10 +379,12 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
                   out:str='metrics.csv', # per-case CSV; the summary goes to <out>_summary.csv
                   pred2:str=None, # a second prediction folder to score and compare case by case (paired tests)
                   min_overlap:float=0.5, # lesion detection: IoU a true lesion's matched prediction must exceed (LiTS 0.5)
-                  connectivity:int=3, # surface voxels: 1 face, 2 face+edge, 3 full 26-neighbourhood
+                  connectivity:int=LITS_CONNECTIVITY, # surface voxels: 1 face, 2 face+edge (the LiTS scorer's 18-neighbourhood), 3 full 26-neighbourhood
                   n_workers:int=0, # parallel processes (0: score in this process)
                   n_boot:int=1000, # bootstrap resamples for the confidence interval of the mean Dice
                   seed:int=0, # bootstrap seed
+                  report:bool=False, # also write <out>_report.html: one self-contained page with the tables, per-case Dice and pictures
+                  volumes:str=None, # with --report: the CT volumes (a folder, matched by case id) under the pictures
                  ):
     "LiTS evaluation of predicted label maps against the ground truth: per-case and summary CSVs and a printed table"
     kw = dict(connectivity=connectivity, min_overlap=min_overlap, n_workers=n_workers, n_boot=n_boot, seed=seed, progress=True)
@@ -386,10 +399,17 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
         pics = write_pictures(pc, o)
         print(f"{p}: {pc['case'].nunique() if len(pc) else 0} cases scored, {len(pc.attrs['failed'])} failed -> "
               f"{', '.join(str(f) for f in [o, summary_path(o)] + pics)}")
-        if len(sm): _print_table(f"Summary of {p}", sm.T)
+        if len(sm): _print_table(f"Summary of {p} ({surface_rule(connectivity)}; parenchyma = label 1 alone)", sm.T)
         tables.append(pc)
     if pred2 and all(len(t) for t in tables):
         pt = pd.concat([paired_test(*tables, metric=m) for m in ('dice', 'hd95', 'assd')])
         write_csv(pt, _with_suffix(out, '_paired'))
-        _print_table(f"Paired tests, A = {pred}, B = {pred2}", pt)
+        _print_table(f"Paired tests, A = {pred}, B = {pred2} ({surface_rule(connectivity)})", pt)
+    if report and all(len(t) for t in tables):
+        from lits_fastai.report import write_report
+        names = [str(p) for p,_ in runs]
+        html = write_report(_with_suffix(Path(out).with_suffix('.html'), '_report'), per_case=dict(zip(names, tables)),
+                            pairwise=pt.reset_index() if pred2 else None, volumes=volumes, title=f"LiTS evaluation of {', '.join(names)}",
+                            notes=[f"Ground truth: {gt}. Surfaces: {surface_rule(connectivity)}."])
+        print(f"report: {html}")
     if failed: sys.exit(1)

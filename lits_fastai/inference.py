@@ -4,38 +4,130 @@
 
 # %% ../nbs/30_inference.ipynb #7483c76b
 from __future__ import annotations
-import sys, math
+import sys, math, json, os, shutil, contextlib
 from pathlib import Path
 import numpy as np
 import tempfile
 import nibabel as nib
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
-from nibabel.orientations import apply_orientation
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, to_canonical, from_canonical,
                               to_slices, from_slices, save_nifti, save_image, atomic_path, is_nifti, nifti_stem, cli_compat,
-                              bbox, slabs, label_components, component_sizes)
+                              bbox, slabs, label_components, component_sizes, axial_slice)
 from .transforms import intensity_from_config
 from .data import slice_input, context_index, resize_chw, _size
 from .learner import load_model_file, model_contract, read_contract
 
 # %% auto #0
-__all__ = ['as_model', 'SliceInput', 'predict_slices', 'gaussian_weight', 'sliding_window', 'predict_volume3d', 'postprocess',
-           'predict_volume', 'overlay_png', 'mask_name', 'predict_files', 'lits_predict', 'read_contract_safe']
+__all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'NO_POST', 'DEFAULT_POST', 'as_model', 'check_members', 'Ensemble',
+           'ensemble_files', 'load_ensemble', 'write_ensemble', 'SliceInput', 'autocast_for', 'SliceProbs',
+           'predict_slices', 'gaussian_weight', 'sliding_window', 'volume_probs', 'predict_volume3d', 'drop_small',
+           'postprocess', 'post_config', 'apply_postprocess', 'predict_volume', 'overlay_png', 'mask_name',
+           'predict_files', 'lits_predict', 'read_contract_safe']
 
 # %% ../nbs/30_inference.ipynb #0ffe1689
-def as_model(model, # model file path, fastai `Learner`, or `(nn.Module, contract)`
+def as_model(model, # model file (.safetensors, or .onnx from `lits-export`), run folder, ensemble (folder or list of model files), fastai `Learner`, or `(nn.Module, contract)`
              device=None, # torch device (default: CUDA if available)
              allow_pickle:bool=False, # also load a pickled fastai `Learner` (.pkl): runs code from the file!
             ):
-    "`(module, contract)` in eval mode on `device`"
+    "`(module, contract)` in eval mode on `device`; an ensemble is one `Ensemble` module with one contract"
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if isinstance(model, (str, Path)): m,c = load_model_file(model, device=device, allow_pickle=allow_pickle)
+    files = isinstance(model, (list, tuple)) and len(model) and all(isinstance(o, (str, Path)) for o in model)
+    if files or (isinstance(model, (str, Path)) and Path(model).is_dir()): m,c = load_ensemble(model, device=device, allow_pickle=allow_pickle)
+    elif isinstance(model, (str, Path)): m,c = load_model_file(model, device=device, allow_pickle=allow_pickle)
     elif hasattr(model, 'dls') and hasattr(model, 'model'): m,c = model.model, model_contract(model)
     else: m,c = model
     return m.to(device).eval(), c
+
+# %% ../nbs/30_inference.ipynb #29ac85c1
+ENSEMBLE_FORMAT = 'lits_fastai.ensemble/1'
+ENSEMBLE_SHARED = ('dims', 'mode', 'target', 'classes', 'size', 'context')   # what every member of an ensemble must share
+
+def _shared(c:dict) -> dict: return {**{k: c.get(k) for k in ENSEMBLE_SHARED}, 'intensity': (c.get('intensity') or {}).get('kind')}
+
+def check_members(contracts, # the members' contracts
+                  names, # their file names, for the message
+                 ):
+    "Raise a `BadInputError` naming the first member whose preprocessing differs from the first member's"
+    ref = _shared(contracts[0])
+    for c,n in zip(contracts[1:], names[1:]):
+        for k,v in _shared(c).items():
+            if v!=ref[k]: raise BadInputError(n, f"{k} {v!r} differs from {ref[k]!r} of {names[0]}: the members of an ensemble must share their preprocessing")
+
+class Ensemble(nn.Module):
+    "Models that segment as one: their class probabilities are averaged (each member applies its own intensity statistics)"
+    def __init__(self, models, # the members' modules
+                 contracts, # their contracts (`read_contract`)
+                 postprocess:dict|None=None, # post-processing chosen for the ensemble (None: the default of its task)
+                 names=None, # the members' file names, for messages
+                ):
+        super().__init__()
+        if not len(models): raise LitsError('an ensemble needs at least one model')
+        self.models,self.contracts,self.postprocess = nn.ModuleList(models),list(contracts),postprocess
+        self.names = [str(o) for o in (names or [f"member {i}" for i in range(len(models))])]
+        check_members(self.contracts, self.names)
+
+    @property
+    def contract(self) -> dict:
+        "The first member's contract with the members' names and the ensemble's post-processing"
+        c = {**self.contracts[0], 'members': self.names}
+        if self.postprocess is not None: c['postprocess'] = self.postprocess
+        return c
+    def members(self) -> list: return list(zip(self.models, self.contracts))
+    def forward(self, x): raise LitsError('an Ensemble averages probabilities after each member preprocesses: use predict_volume')
+
+def ensemble_files(src, # an ensemble folder, a run folder or a list of model files
+                  )->tuple: # ([member files], the folder's `ensemble.json` as a dict, or None)
+    "The member files of an ensemble: its `ensemble.json`'s list, every `*.safetensors` of the folder, or the list itself"
+    if isinstance(src, (list, tuple)): return [Path(o) for o in src], None
+    src = Path(src)
+    meta = src/'ensemble.json'
+    if meta.exists():
+        try: d = json.loads(meta.read_text())
+        except (OSError, ValueError) as e: raise BadInputError(meta, f"not a readable ensemble description ({type(e).__name__})") from None
+        if not isinstance(d, dict) or d.get('format')!=ENSEMBLE_FORMAT: raise BadInputError(meta, f"not a {ENSEMBLE_FORMAT} description")
+        names = d.get('members')
+        if not names or not all(isinstance(o, str) and o==Path(o).name for o in names):
+            raise BadInputError(meta, "'members' must list the model files of its own folder by name")
+        return [src/o for o in names], d
+    files = sorted(src.glob('*.safetensors'))
+    if not files: raise BadInputError(src, 'no model file (*.safetensors) and no ensemble.json in this folder')
+    return files, None
+
+def load_ensemble(src, # an ensemble folder, a run folder or a list of model files
+                  device='cpu', # where to put the models
+                  allow_pickle:bool=False, # also accept pickled fastai Learners (runs code from the files!)
+                 )->tuple: # (`Ensemble`, or the one model of a one-file folder, and its contract)
+    "Load every member of an ensemble, refusing members whose preprocessing differs"
+    files,meta = ensemble_files(src)
+    loaded = [load_model_file(f, device=device, allow_pickle=allow_pickle) for f in files]
+    pp = (meta or {}).get('postprocess')
+    if len(loaded)==1 and pp is None: return loaded[0]
+    ens = Ensemble([m for m,_ in loaded], [c for _,c in loaded], pp, [str(f) for f in files])
+    return ens, ens.contract
+
+def write_ensemble(folder, # the ensemble folder to write
+                   model_files, # the members' model files (hard-linked into `folder` where possible, else copied)
+                   postprocess:dict|None=None, # the post-processing chosen for the ensemble
+                   **info, # more to record in `ensemble.json` (how the post-processing was chosen, the folds ...)
+                  )->Path: # the folder
+    "Write an ensemble folder: its members' files and `ensemble.json`, checked by loading their contracts"
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    check_members([read_contract(f) for f in model_files], [str(f) for f in model_files])
+    names = []
+    for i,f in enumerate(model_files):
+        dst = folder/(f"{i}_{Path(f).name}" if len(set(Path(o).name for o in model_files))<len(model_files) else Path(f).name)
+        if not dst.exists() or dst.stat().st_size!=Path(f).stat().st_size or dst.stat().st_mtime<Path(f).stat().st_mtime:
+            with atomic_path(dst) as tmp:
+                try: tmp.unlink(); os.link(f, tmp)
+                except OSError: shutil.copy2(f, tmp)
+        names.append(dst.name)
+    d = dict(format=ENSEMBLE_FORMAT, members=names, postprocess=postprocess, **info)
+    with atomic_path(folder/'ensemble.json') as tmp: Path(tmp).write_text(json.dumps(d, indent=1, default=str) + '\n')
+    return folder
 
 # %% ../nbs/30_inference.ipynb #a7c2e4d1
 _POINTWISE = ('window', 'clip', 'hist', 'window_hist')   # intensity kinds that map every voxel on its own
@@ -75,27 +167,58 @@ def _tta_probs(model, x, binary, tta):
     for d in dims: p = p + _probs(model, x.flip(d), binary).flip(d)
     return p / (len(dims)+1)
 
-@torch.no_grad()
+def _members(model, contract) -> list: return model.members() if isinstance(model, Ensemble) else [(model, contract)]
+
+def autocast_for(device):
+    "Mixed precision where the device has it (CUDA: bfloat16 where supported, else float16); full precision on the CPU"
+    device = torch.device(device)
+    if device.type!='cuda': return contextlib.nullcontext()
+    return torch.autocast('cuda', dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+class SliceProbs:
+    "Class probabilities of slices of a stack by a model or an `Ensemble` (the members' mean), at the stack's own size"
+    def __init__(self, model, # module or `Ensemble`
+                 contract:dict, # its contract
+                 stack:np.ndarray, # (Z,H,W) slice stack in HU
+                 tta:bool=False, # average over flips
+                 channels_last:bool|None=None, # NHWC memory layout for the convolutions (default: on CUDA, where it is faster)
+                ):
+        self.members,self.tta,self.hw = _members(model, contract),tta,tuple(stack.shape[1:])
+        size,ctx = contract['size'],int(contract.get('context', 1) or 1)
+        self.size = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+        self.inputs = [SliceInput(stack, c['intensity'], ctx, self.size) for _,c in self.members]   # each member's own statistics
+        self.binary = len(contract['classes'])==2
+        self.device = next(model.parameters()).device
+        self.cl = self.device.type=='cuda' if channels_last is None else channels_last
+        if self.cl:
+            for m,_ in self.members: m.to(memory_format=torch.channels_last)
+
+    def __call__(self, zs)->torch.Tensor: # float32 `(len(zs), n, H, W)`: n is 1 (binary) or 3
+        p = None
+        with torch.inference_mode(), autocast_for(self.device):
+            for (m,_),inp in zip(self.members, self.inputs):
+                x = torch.from_numpy(inp(zs)).to(self.device, next(m.parameters()).dtype)
+                if self.cl: x = x.contiguous(memory_format=torch.channels_last)
+                q = _tta_probs(m, x, self.binary, self.tta).float()
+                p = q if p is None else p.add_(q)
+            if len(self.members)>1: p /= len(self.members)
+            if self.hw!=self.size: p = F.interpolate(p, size=self.hw, mode='bilinear', align_corners=False)
+        return p
+
+@torch.inference_mode()
 def predict_slices(model, contract:dict, stack:np.ndarray, # (Z,H,W) slice stack in HU
                    bs:int=16, tta:bool=False, probs:bool=False, pbar:bool=True):
-    "Label map `(Z,H,W)` uint8 (and optionally foreground probabilities) of a slice stack with a 2D/2.5D model"
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    intensity = intensity_from_config(contract['intensity'])
-    size, ctx = contract['size'], int(contract.get('context', 1) or 1)
-    size = (size, size) if isinstance(size, int) else tuple(size)[-2:]
-    binary = len(contract['classes'])==2
+    "Label map `(Z,H,W)` uint8 (and optionally foreground probabilities) of a slice stack with a 2D/2.5D model or ensemble"
+    sp = SliceProbs(model, contract, stack, tta)
     Z,H,W = stack.shape
     out = np.zeros((Z,H,W), np.uint8)
     pmap = np.zeros((Z,H,W), np.float16) if probs else None
-    inp = SliceInput(stack, intensity, ctx, size)
     for s in progress_bar(range(0, Z, bs), display=pbar, leave=False):
         zs = range(s, min(s+bs, Z))
-        x = torch.from_numpy(inp(zs)).to(device)
-        p = _tta_probs(model, x.to(dtype), binary, tta)
-        if (H,W)!=size: p = F.interpolate(p, size=(H,W), mode='bilinear', align_corners=False)
-        lab = (p[:,0]>0.5).to(torch.uint8) if binary else p.max(1).indices.to(torch.uint8)   # on CPU ~10x faster than argmax(1)
+        p = sp(zs)
+        lab = (p[:,0]>0.5).to(torch.uint8) if sp.binary else p.max(1).indices.to(torch.uint8)   # on CPU ~10x faster than argmax(1)
         out[s:s+len(zs)] = lab.cpu().numpy()
-        if probs: pmap[s:s+len(zs)] = (p[:,0] if binary else 1-p[:,0]).cpu().numpy()
+        if probs: pmap[s:s+len(zs)] = (p[:,0] if sp.binary else 1-p[:,0]).cpu().numpy()
     return (out, pmap) if probs else out
 
 # %% ../nbs/30_inference.ipynb #69a6bf09
@@ -110,10 +233,12 @@ def _starts(n, p, step):
     s = list(range(0, n-p, step)) + [n-p]
     return sorted(set(s))
 
-@torch.no_grad()
+@torch.inference_mode()
 def sliding_window(model, x:torch.Tensor, # (1,C,D,H,W) preprocessed volume
-                   patch, overlap:float=0.5, binary:bool=True, tta:bool=False) -> torch.Tensor:
-    "Probabilities `(1,n,D,H,W)` of `model` over `x` by Gaussian-blended sliding windows"
+                   patch, overlap:float=0.5, binary:bool=True, tta:bool=False,
+                   sw_batch_size:int=4, # windows per forward pass
+                  ) -> torch.Tensor:
+    "Probabilities `(1,n,D,H,W)` of `model` over `x` by Gaussian-blended sliding windows, `sw_batch_size` windows a pass, stitched on `x`'s device"
     patch = tuple(int(p) for p in patch)
     pad = [max(0, p-s) for p,s in zip(patch, x.shape[2:])]
     if any(pad): x = F.pad(x, [v for p in reversed(pad) for v in (0, p)])
@@ -121,39 +246,70 @@ def sliding_window(model, x:torch.Tensor, # (1,C,D,H,W) preprocessed volume
     w = gaussian_weight(patch).to(x.device)
     acc, norm = None, torch.zeros((D,H,W), device=x.device)
     steps = [max(1, int(p*(1-overlap))) for p in patch]
-    for d in _starts(D, patch[0], steps[0]):
-        for h in _starts(H, patch[1], steps[1]):
-            for ww in _starts(W, patch[2], steps[2]):
-                sl = (slice(d, d+patch[0]), slice(h, h+patch[1]), slice(ww, ww+patch[2]))
-                p = _tta_probs(model, x[(slice(None), slice(None))+sl], binary, tta)[0]
-                if acc is None: acc = torch.zeros((p.shape[0], D, H, W), device=x.device)
-                acc[(slice(None),)+sl] += p*w; norm[sl] += w
+    wins = [(slice(d, d+patch[0]), slice(h, h+patch[1]), slice(ww, ww+patch[2])) for d in _starts(D, patch[0], steps[0])
+            for h in _starts(H, patch[1], steps[1]) for ww in _starts(W, patch[2], steps[2])]
+    for i in range(0, len(wins), max(1, int(sw_batch_size))):
+        batch = wins[i:i+max(1, int(sw_batch_size))]
+        with autocast_for(x.device):
+            ps = _tta_probs(model, torch.cat([x[(slice(None), slice(None))+sl] for sl in batch]), binary, tta).float()
+        if acc is None: acc = torch.zeros((ps.shape[1], D, H, W), device=x.device)
+        for p,sl in zip(ps, batch): acc[(slice(None),)+sl] += p*w; norm[sl] += w
     out = acc/norm
     return out[:, :D-pad[0] or None, :H-pad[1] or None, :W-pad[2] or None][None]
 
-@torch.no_grad()
-def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, probs:bool=False):
-    "Label map `(Z,H,W)` uint8 of a slice stack with a 3D model (resized whole, or sliding window over patches)"
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    x = torch.from_numpy(np.ascontiguousarray(intensity_from_config(contract['intensity'])(stack))).float()
-    x = x.reshape(1, -1, *stack.shape).to(device) if x.ndim==3 else x.permute(1,0,2,3)[None].to(device)
+@torch.inference_mode()
+def volume_probs(model, # module or `Ensemble`
+                 contract:dict, # its contract
+                 stack:np.ndarray, # (Z,H,W) slice stack in HU
+                 tta:bool=False, # average over flips
+                 sw_batch_size:int=4, # windows per forward pass of a patch model
+                )->torch.Tensor: # float32 `(1, n, Z, H, W)`
+    "Class probabilities of a slice stack by a 3D model (resized whole, or sliding window), or an ensemble's mean"
+    members = _members(model, contract)
+    binary,size = len(contract['classes'])==2,tuple(contract['size'])
+    p = None
+    for m,c in members:
+        device, dtype = next(m.parameters()).device, next(m.parameters()).dtype
+        x = torch.from_numpy(np.ascontiguousarray(intensity_from_config(c['intensity'])(stack))).float()
+        x = x.reshape(1, -1, *stack.shape).to(device) if x.ndim==3 else x.permute(1,0,2,3)[None].to(device)
+        if contract.get('mode')=='patch': q = sliding_window(m, x.to(dtype), size, binary=binary, tta=tta, sw_batch_size=sw_batch_size)
+        else:
+            with autocast_for(device): q = _tta_probs(m, F.interpolate(x, size=size, mode='trilinear', align_corners=False).to(dtype), binary, tta).float()
+            q = F.interpolate(q, size=stack.shape, mode='trilinear', align_corners=False)
+        p = q if p is None else p.add_(q)
+        del x
+    return p/len(members) if len(members)>1 else p
+
+def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, probs:bool=False, sw_batch_size:int=4):
+    "Label map `(Z,H,W)` uint8 of a slice stack with a 3D model or ensemble (resized whole, or sliding window over patches)"
+    p = volume_probs(model, contract, stack, tta, sw_batch_size)
     binary = len(contract['classes'])==2
-    size = tuple(contract['size'])
-    if contract.get('mode')=='patch': p = sliding_window(model, x.to(dtype), size, binary=binary, tta=tta).float()
-    else:
-        xr = F.interpolate(x, size=size, mode='trilinear', align_corners=False)
-        p = _tta_probs(model, xr.to(dtype), binary, tta).float()
-        p = F.interpolate(p, size=stack.shape, mode='trilinear', align_corners=False)
-    lab = (p[0,0]>0.5) if binary else p[0].argmax(0)
-    lab = lab.to(torch.uint8).cpu().numpy()
+    lab = ((p[0,0]>0.5) if binary else p[0].argmax(0)).to(torch.uint8).cpu().numpy()
     if not probs: return lab
     return lab, (p[0,0] if binary else 1-p[0,0]).cpu().numpy().astype(np.float16)
 
 # %% ../nbs/30_inference.ipynb #519d6a04
+def drop_small(lab:np.ndarray, # label map, changed in place
+               label:int, # the label whose connected components are measured
+               spacing, # voxel spacing in mm (any axis order: only the voxel volume counts)
+               min_mm3:float, # components smaller than this (in mm^3) are relabelled
+               to:int, # the label they get
+              )->np.ndarray:
+    "Relabel the connected components of `label` smaller than `min_mm3` as `to`, in place"
+    m = lab==label
+    if not (min_mm3 and m.any()): return lab                 # no labelling pass when there is nothing to measure
+    cc,n = label_components(m); del m
+    small = component_sizes(cc, n)*float(np.prod(spacing)) < min_mm3
+    small[0] = False
+    if small.any():
+        for s in slabs(cc): lab[s][small[cc[s]]] = to
+    return lab
+
 def postprocess(lab:np.ndarray, # (Z,H,W) label map, 0/1/2
                 spacing=(1.,1.,1.), # (sx, sy, sz) in mm
                 largest_liver:bool=True, tumor_in_liver:bool=True, min_tumor_mm3:float=10.,
                 inplace:bool=False, # change `lab` itself (saves a copy of the volume)
+                small_tumor_to:int=1, # label of the removed small tumours: liver (1), or background (0) for a tumour-only map
                ) -> np.ndarray:
     "Largest liver component, tumour only where it is connected to liver, tiny tumour components removed"
     if not inplace: lab = lab.copy()
@@ -172,24 +328,44 @@ def postprocess(lab:np.ndarray, # (Z,H,W) label map, 0/1/2
             keep[:] = False; keep[np.argmax(sizes)] = True
         for s in slabs(cc): sub[s][~keep[cc[s]]] = 0
         del cc
-    tumor = sub==2 if min_tumor_mm3 else None
-    if tumor is not None and tumor.any():                    # no labelling pass when there is no tumour
-        cc,n = label_components(tumor); del tumor
-        small = component_sizes(cc, n)*float(np.prod(spacing)) < min_tumor_mm3
-        small[0] = False
-        if small.any():
-            for s in slabs(cc): sub[s][small[cc[s]]] = 1
+    drop_small(sub, 2, spacing, min_tumor_mm3, small_tumor_to)
     return lab
 
+# %% ../nbs/30_inference.ipynb #e4de2ce6
+NO_POST = dict(largest_liver=False, tumor_in_liver=False, min_tumor_mm3=0.)   # a configuration that changes nothing
+DEFAULT_POST = {'multiclass': dict(largest_liver=True, tumor_in_liver=True, min_tumor_mm3=10.),
+                'liver': dict(largest_liver=True, tumor_in_liver=True, min_tumor_mm3=0.),
+                'tumor': NO_POST}
+
+def post_config(post, # True (the contract's or the task's default), False/None (none) or a dict of `postprocess` steps
+                contract:dict, # the model's or ensemble's contract
+               )->dict|None:
+    "The post-processing steps that `post` asks for, for a model with `contract`"
+    if post is None or post is False: return None
+    if isinstance(post, dict): return {**NO_POST, **post}
+    return {**NO_POST, **(contract.get('postprocess') or DEFAULT_POST[contract.get('target', 'multiclass')])}
+
+def apply_postprocess(lab:np.ndarray, # the model's own labels: 0/1/2, or 0/1 for a binary task
+                      spacing, # voxel spacing in mm
+                      pp:dict|None, # steps, from `post_config`
+                      target:str='multiclass', # the model's task: 'multiclass', 'liver' or 'tumor'
+                     )->np.ndarray:
+    "Post-process `lab` in place: a binary liver map is the liver label; in a binary tumour map label 1 is tumour"
+    if not pp: return lab
+    steps = {k: pp[k] for k in ('largest_liver', 'tumor_in_liver', 'min_tumor_mm3') if k in pp}
+    if target=='tumor': return drop_small(lab, 1, spacing, steps.get('min_tumor_mm3', 0), to=0)
+    return postprocess(lab, spacing, inplace=True, **steps)
+
 # %% ../nbs/30_inference.ipynb #690c4cd2
-def predict_volume(model, # model file, Learner, or (module, contract)
+def predict_volume(model, # model file, run or ensemble folder, list of model files, Learner, or (module, contract)
                    nifti, # a NIfTI file name or a loaded nibabel image
                    tta:bool=False, # average over flips
-                   post:bool=True, # post-process (largest liver, tumour inside liver, small tumours removed)
+                   post=True, # post-processing: True (an ensemble's chosen steps, else the task's default), False, or a dict of steps
                    bs:int=16, # slices per batch (2D models)
                    device=None, # torch device
                    probs:bool=False, # also return the foreground probability map (as a second image)
                    pbar:bool=False,
+                   sw_batch_size:int=4, # windows per forward pass of a 3D patch model
                   ):
     "Segment one CT volume: a uint8 nibabel image in the input's exact shape, affine and orientation"
     m,c = as_model(model, device)
@@ -202,12 +378,10 @@ def predict_volume(model, # model file, Learner, or (module, contract)
     can = to_canonical(arr, g)
     stack = np.flip(np.swapaxes(can, 0, 2), (1, 2)) if c['dims']==2 else to_slices(can)   # 2D: a view, read batch by batch
     del arr, can
-    res = predict_slices(m, c, stack, bs=bs, tta=tta, probs=probs, pbar=pbar) if c['dims']==2 else predict_volume3d(m, c, stack, tta=tta, probs=probs)
+    res = predict_slices(m, c, stack, bs=bs, tta=tta, probs=probs, pbar=pbar) if c['dims']==2 else predict_volume3d(m, c, stack, tta=tta, probs=probs, sw_batch_size=sw_batch_size)
     lab,pm = res if probs else (res, None)
-    if post and len(c['classes'])==3:
-        sx,sy,sz = g.spacing
-        postprocess(lab, (sz, sy, sx), inplace=True)
-    elif post and len(c['classes'])==2 and c.get('target')=='liver': postprocess(lab, min_tumor_mm3=0, inplace=True)
+    sx,sy,sz = g.spacing
+    apply_postprocess(lab, (sz, sy, sx), post_config(post, c), c.get('target', 'multiclass'))
     def _img(a, dtype):
         out = np.ascontiguousarray(from_canonical(from_slices(a), g), dtype=dtype)
         hdr = g.header.copy() if g.header is not None else None
@@ -217,15 +391,6 @@ def predict_volume(model, # model file, Learner, or (module, contract)
     return (res, _img(pm.astype(np.float32), np.float32)) if probs else res
 
 # %% ../nbs/30_inference.ipynb #d52f8ba1
-def _axial(img, z:int) -> np.ndarray:
-    "Canonical axial slice `z` of the nibabel image `img` as a 2D array in display order, reading only that slice"
-    g = geometry(img)
-    ax = int(np.where(g.ornt[:,0]==2)[0][0])
-    k = g.shape[ax]-1-z if g.ornt[ax,1]==-1 else z
-    sl = [slice(None)]*3; sl[ax] = slice(k, k+1)
-    slab = np.asarray(img.dataobj[tuple(sl)] if len(img.shape)==3 else img.dataobj[tuple(sl)+(0,)])
-    return to_slices(apply_orientation(slab, g.ornt))[0]
-
 def overlay_png(volume, # CT volume: NIfTI file name or nibabel image
                 mask, # its label map (0/1/2) on the same grid: NIfTI file name or nibabel image
                 fn, # PNG file to write
@@ -240,7 +405,7 @@ def overlay_png(volume, # CT volume: NIfTI file name or nibabel image
         fg = to_canonical(np.asarray(mimg.dataobj)>0, geometry(mimg)).sum((0, 1))
         z = int(np.argmax(fg)) if fg.any() else len(fg)//2
     name = nifti_stem(volume if isinstance(volume, (str, Path)) else vimg.get_filename() or 'volume')
-    ax = show_overlay(_axial(vimg, z), _axial(mimg, z).astype(np.uint8), legend=True, title=title or f"{name}, slice {z}")
+    ax = show_overlay(axial_slice(vimg, z), axial_slice(mimg, z).astype(np.uint8), legend=True, title=title or f"{name}, slice {z}")
     return save_figure(ax.figure, fn, close=True)
 
 # %% ../nbs/30_inference.ipynb #4761839a
@@ -250,7 +415,7 @@ def mask_name(volume) -> str:
     if n.startswith('volume-'): return 'segmentation-' + n[len('volume-'):]
     return n
 
-def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, probs=False, pbar=True, png=False, allow_pickle=False):
+def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, probs=False, pbar=True, png=False, allow_pickle=False, sw_batch_size=4):
     "Segment every volume of `inp` (file or folder) into `out`; returns (written files, failures as (file, problem))"
     from lits_fastai.discover import scan_cases
     m,c = as_model(model, device, allow_pickle)
@@ -267,7 +432,7 @@ def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, pro
     for v in progress_bar(vols, display=pbar and len(vols)>1):
         dst = out if single else out/mask_name(v)
         try:
-            res = predict_volume((m,c), v, tta=tta, post=post, bs=bs, probs=probs, pbar=pbar and len(vols)==1)
+            res = predict_volume((m,c), v, tta=tta, post=post, bs=bs, probs=probs, pbar=pbar and len(vols)==1, sw_batch_size=sw_batch_size)
             img,pm = res if probs else (res, None)
             save_image(img, dst)                   # atomic: a killed or failed write leaves no .nii file
             if pm is not None: save_image(pm, dst.with_name(nifti_stem(dst) + '_prob.nii.gz'))
@@ -279,7 +444,7 @@ def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, pro
 
 @cli_compat
 @call_parse
-def lits_predict(model:str, # model file from lits-train
+def lits_predict(model:str, # model file from lits-train (or its .onnx from lits-export: runs with onnxruntime), its run folder, or an ensemble folder (lits-compare, lits-train --folds)
                  input:str, # a NIfTI volume or a folder of them
                  out:str, # output NIfTI file (one volume) or folder
                  tta:bool=False, # flip test-time augmentation
@@ -289,18 +454,23 @@ def lits_predict(model:str, # model file from lits-train
                  device:str=None, # cpu, cuda, cuda:1 ... (default: cuda if available)
                  png:bool=False, # also write a picture of each mask (OUT/pictures/<name>.png: liver green, tumour red)
                  allow_pickle:bool=False, # also load a pickled fastai Learner (.pkl): it runs code from the file, so only one you trust
+                 sw_batch_size:int=4, # windows per forward pass of a 3D patch model (more: faster on a GPU, more memory)
                 ):
     "Segment CT volumes into NIfTI masks (0 background, 1 liver, 2 tumour) in each input's own geometry"
     try: written, failed = predict_files(model, input, out, tta=tta, post=not no_post, bs=bs, device=device, probs=probs, png=png,
-                                            allow_pickle=allow_pickle)
+                                            allow_pickle=allow_pickle, sw_batch_size=sw_batch_size)
     except LitsError as e: print(f"lits-predict: {e}", file=sys.stderr); sys.exit(1)
     c = read_contract_safe(model)
     for f,p in failed: print(f"{f}: {p}", file=sys.stderr)
     kind = 'labels 0 background, 1 liver, 2 tumour' if c is None or len(c['classes'])==3 else f"binary {c['classes'][1]} mask (0/1)"
-    print(f"wrote {len(written)} mask(s) ({kind}); {len(failed)} failed")
+    n = len(c.get('members', [])) if c else 0
+    print(f"wrote {len(written)} mask(s) ({kind}{f'; ensemble of {n} models' if n>1 else ''}); {len(failed)} failed")
     if failed: sys.exit(1)
 
 def read_contract_safe(fn):
-    "The contract of the model file `fn`, or None where it cannot be read (the error is reported elsewhere)"
-    try: return read_contract(fn)
+    "The contract of the model file (.safetensors or .onnx, or the first member of the ensemble) `fn`, or None where it cannot be read (the error is reported elsewhere)"
+    try:
+        if not Path(fn).is_dir(): return read_contract(fn)
+        files,meta = ensemble_files(fn)
+        return {**read_contract(files[0]), 'members': [str(f) for f in files]}
     except (LitsError, OSError, ValueError): return None

@@ -16,7 +16,7 @@ from fastai.data.transforms import Transform
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
 from .data import (CODES, SliceRef, TensorLitsMask, case_key, context_index, resize_chw, _size, patient_split, case_table,
-                              resolve_split, select_slices, segmentation_datablock, block_dataloaders, limit_cases)
+                              resolve_split, select_slices, segmentation_datablock, block_dataloaders, limit_cases, without_cases)
 
 # %% auto #0
 __all__ = ['PNG_PATTERN', 'PNG_INTENSITY', 'parse_slice_name', 'read_png', 'png_label', 'png_table', 'PngSliceGetter',
@@ -189,15 +189,18 @@ def png_dls(source, # a LiTS-PNG CSV file or folder (see `png_table`), or a tabl
             aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs`
             pattern:str=PNG_PATTERN, # file-name pattern giving case and slice
             counts:bool|None=None, # count mask pixels (default: when `select` or `stratify` needs them)
+            test_cases=None, # patients held out of this run entirely (never trained on, validated on or used for fitting)
             **kwargs, # more arguments of `DataBlock.dataloaders`
            )->DataLoaders:
     "DataLoaders of a PNG slice set, split by patient, with the same types and attributes as `slice_dls`"
     if isinstance(source, pd.DataFrame): table = source
     else: table = png_table(source, pattern=pattern, counts=(select!='all' or stratify) if counts is None else counts)
-    tbl = limit_cases(case_table(table if 'liver_px' in table.columns else list(table['case'].unique())), max_cases, valid_cases, seed)
+    tbl = case_table(table if 'liver_px' in table.columns else list(table['case'].unique()))
+    tbl = limit_cases(without_cases(tbl, test_cases, valid_cases), max_cases, valid_cases, seed)
     table = table[table['case'].isin(set(tbl['case']))]
     if slice_split: tr,va = tbl['case'].tolist(), None
     else: tr,va = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
     dblock = png_datablock(table, va, tr, size=size, intensity=intensity, context=context, select=select, aug=aug, aug_kwargs=aug_kwargs,
                            slice_split=slice_split, valid_pct=valid_pct or 0.2, seed=seed)
+    dblock.lits['test_cases'] = sorted(map(str, test_cases or []), key=case_key)
     return block_dataloaders(dblock, None, bs=bs, num_workers=num_workers, **kwargs)

@@ -49,34 +49,58 @@ class Recipe:
 
 # %% ../nbs/22_recipes.ipynb #5b8b756f
 RECIPES = {
-    'ltnet': Recipe('ltnet', 'ltnet', paper='LT-Net: U-Net with a ResNet50 encoder (fastai)', loss='ce', opt='adam', lr=1e-3, wd=0.1,
+    'ltnet': Recipe('ltnet', 'ltnet', paper='LT-Net: U-Net with a ResNet50 encoder (fastai)', loss='ce', opt='adam', lr=1e-4, wd=0.1,
         epochs=10, bs=16, size=128, intensity={'kind': 'window_hist', 'windows': [[150, 30]], 'bins': None}, aug='fastai',
         select='all', monitor='valid_loss', model_kwargs={'arch': 'resnet50'},
-        notes="Liver window then histogram scaling with bins fitted on the training cases. The paper's random slice split "
-              "is replaced by a patient-level split; its learning rate is not given: 1e-3, fastai's default."),
+        notes="Filled in for the paper: (1) its random slice split is replaced by a patient-level split; (2) its learning rate "
+              "is not given: 1e-4, not fastai's default 1e-3, because at 1e-3 the model does not train from scratch: "
+              "Adam's first steps move every weight by about the learning rate, and fastai's U-Net decoder has no "
+              "normalisation after its wide convolutions (fan-in up to 36,864), so each of them multiplies the change and "
+              "the logits reach ~1e6 at the second batch (loss x1e3-1e6), after which it predicts background only; "
+              "measured in learner: weight decay plays no part, gradient clipping does not change Adam's step size, and a "
+              "warm-up only delays the jump to the moment the rate reaches 1e-3; (3) ImageNet weights as published when they are on disk or can be downloaded, "
+              "from scratch otherwise; (4) the histogram-scaling bins are fitted on the training cases; (5) its "
+              "augmentation (rotation, flip, scale, contrast) is fastai's aug_transforms with their default limits; "
+              "(6) 'best model' is taken as the lowest validation loss (SaveModelCallback's default)."),
     'hybrid': Recipe('hybrid', 'hybrid', paper='Hybrid CNN-Transformer (2D, 20.3M parameters)', loss='hybrid',
         loss_kwargs={'focal_weight': 0.5, 'alpha': 0.25, 'gamma': 2., 'smooth': 1e-6}, opt='adam', lr=1e-4, wd=1e-5,
         epochs=100, bs=8, size=256, intensity={'kind': 'minmax_clahe_gamma', 'clip_limit': 2.0, 'tiles': 8, 'gamma': 1.2},
         aug='hybrid', select='liver', monitor='valid_loss', plateau={'monitor': 'valid_loss', 'factor': 0.5, 'patience': 5},
-        clip=1.0, notes="AdamW is fastai's Adam with decoupled weight decay."),
+        clip=1.0, notes="Filled in for the paper: (1) AdamW is fastai's Adam with decoupled weight decay; (2) its data are 11 "
+              "tumour-bearing LiTS volumes split 8/1/2 by patient, stratified by tumour size, seed 42: here the split is "
+              "the package's patient-level train/validation split of whatever cases are given, stratified by tumour burden "
+              "(seed 42); its slice selection keeps slices with liver or tumour, as published."),
     'cafct': Recipe('cafct', 'cafct', paper='CAFCT-Net (2D, binary)', target='tumor', loss='bce_dice', opt='sgd', lr=1e-3,
         mom=0.9, epochs=100, bs=8, size=256, intensity={'kind': 'window', 'windows': [[400, 50]]}, aug='fastai',
         select='liver', monitor='tumor_dice',
-        notes="One binary task at a time: target 'tumor' (the paper's headline) or 'liver'. Epochs, momentum and the "
-              "window are not given: 100, 0.9 and the abdomen window."),
+        notes="One binary task at a time: target 'tumor' (the paper's headline) or 'liver'. Filled in for the paper: "
+              "(1) epochs, momentum and weight decay are not given: 100, 0.9 and none; (2) its intensity preprocessing "
+              "is not given (it trains on a LiTS PNG slice set): the abdomen window (400/50); (3) its slice selection is "
+              "not given: slices that contain liver; (4) its augmentation is not given: fastai's aug_transforms; "
+              "(5) the best checkpoint is taken by validation Dice of the target; (6) the model's sizes (widths, depths, "
+              "heads) are choices documented in models.cafct."),
     'dyntransnet': Recipe('dyntransnet', 'dyntransnet', paper='DynTransNet (3D, binary liver)', dims=3, target='liver',
         loss='dice', opt='adam', lr=1e-4, epochs=300, bs=2, size=(96, 96, 96), mode='patch',
         intensity={'kind': 'clip', 'lo': -100, 'hi': 400}, aug='3d', monitor='liver_dice',
-        notes="Patches sampled with a balanced foreground/background ratio. The intensity normalisation is not "
-              "specified: HU clipped to [-100, 400] and scaled, as the 3D U-Net paper."),
+        notes="Patches sampled with a balanced (1:1) foreground/background ratio after a foreground (body) crop. Filled "
+              "in for the paper: (1) the patch size is not given: 96^3, a choice (not published); (2) the embedding "
+              "width C=48, the heads per stage and the attention window are not given: choices (not published), see "
+              "models.dyntransnet; (3) the intensity normalisation is not specified: HU clipped to [-100, 400] and "
+              "scaled, as the 3D U-Net paper; (4) spacing standardisation is the cache's canonical orientation without "
+              "resampling; (5) its flips, rotations, scaling and shifts are the package's 3D affine augmentation with "
+              "its default limits; (6) the best checkpoint is taken by validation liver Dice."),
     'dyntransnet2d': Recipe('dyntransnet2d', 'dyntransnet2d', paper='DynTransNet, 2D variant (binary liver)', target='liver',
         loss='dice', opt='adam', lr=1e-4, epochs=300, bs=8, size=256, intensity={'kind': 'clip', 'lo': -100, 'hi': 400},
         aug='fastai', select='all', monitor='liver_dice',
-        notes="The paper is 3D; this 2D variant keeps its recipe (Dice loss, Adam 1e-4) on slices."),
+        notes="Not published: the paper is 3D; this 2D variant keeps its recipe (Dice loss, Adam 1e-4, 300 epochs) on "
+              "slices, with batch 8 at 256x256, fastai's aug_transforms and the 3D recipe's intensity clipping (all choices)."),
     'unet3d': Recipe('unet3d', 'unet3d', paper='3D U-Net (binary liver)', dims=3, target='liver', loss='combo', opt='adam',
         lr=1e-4, epochs=120, bs=1, size=(80, 160, 160), mode='resize', intensity={'kind': 'clip', 'lo': -100, 'hi': 400},
-        aug='3d', monitor='liver_dice',
-        notes="Every volume resampled to 160x160x80 (trilinear CT, nearest mask); best checkpoint by validation Dice."),
+        aug=None, monitor='liver_dice',
+        notes="Every volume resampled to 160x160x80 (trilinear CT, nearest mask); no augmentation, as published "
+              "(aug='3d' adds the package's 3D augmentation); best checkpoint by mean per-volume validation Dice. Filled "
+              "in for the paper: the Focal Tversky parameters are not given: alpha 0.7, beta 0.3, gamma 0.75 "
+              "(Abraham and Khan's); mixed precision is used on GPUs (bf16 where supported, else fp16)."),
 }
 
 # %% ../nbs/22_recipes.ipynb #a02713c7

@@ -8,22 +8,23 @@ import hashlib, os, sys
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from .core import LitsError, BadInputError, cli_compat   # first: it quiets a torch warning fastai's import raises
 import torch
 from fastcore.script import call_parse
 from fastai.torch_core import set_seed, num_distrib, rank_distrib, distrib_barrier
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
-from .core import LitsError, BadInputError, cli_compat
 from .recipes import Recipe, get_recipe, scale
 from .cache import prepare_cache
 from .data import slice_dls
 from .data3d import volume_dls
 from .learner import build_learner, resume_from, save_model_file, trim_history, EpochCheckpoint
 from .plots import plot_training_curves, save_figure
+from .tracking import tracking_callbacks
 
 # %% auto #0
-__all__ = ['is_cache', 'default_cache', 'ensure_cache', 'recipe_dls', 'is_distributed', 'init_distributed', 'to_distributed',
-           'train', 'lits_train']
+__all__ = ['PRETRAINED', 'is_cache', 'default_cache', 'ensure_cache', 'recipe_dls', 'is_distributed', 'init_distributed',
+           'to_distributed', 'train', 'parse_cases', 'parse_pretrained', 'lits_train']
 
 # %% ../nbs/24_train.ipynb #343a9100
 def is_cache(path) -> bool:
@@ -53,10 +54,11 @@ def recipe_dls(cache, # a prepared cache
                n_folds:int|None=None, # number of folds
                seed:int=42, # split and sampling seed
                num_workers:int=0, # DataLoader workers
+               test_cases=None, # case ids held out of the run entirely (a test set)
               ):
-    "DataLoaders for recipe `r` over `cache`, split by patient"
+    "DataLoaders for recipe `r` over `cache`, split by patient, with `test_cases` kept out of everything"
     split = dict(valid_cases=valid_cases, valid_pct=valid_pct if valid_pct is not None else (None if valid_cases or fold is not None else 0.2),
-                 fold=fold, n_folds=n_folds, seed=seed)
+                 fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
     if r.dims==2:
         return slice_dls(cache, size=r.size, bs=r.bs, intensity=r.intensity, context=r.context, select=r.select, aug=r.aug,
                          max_cases=r.max_cases, num_workers=num_workers, **split)
@@ -138,6 +140,7 @@ def train(data, # raw LiTS-style folder or prepared cache
           recipe:str|Recipe|None=None, # recipe name or `Recipe` (default: the one named like `arch`, or the smp baseline recipe)
           epochs:int|None=None, size:int|None=None, bs:int|None=None, max_cases:int|None=None, # scale the recipe
           valid_cases=None, valid_pct:float|None=None, fold:int|None=None, n_folds:int|None=None, # the patient-level split
+          test_cases=None, # case ids held out of training, validation and intensity fitting (scored elsewhere)
           pretrained='auto', # ImageNet encoder weights: 'auto', True or False
           out=None, # run folder: model file, history.csv, curves.png, checkpoints (default runs/<arch>)
           resume:bool=False, # continue from the last finished epoch of an interrupted run in `out`
@@ -145,6 +148,7 @@ def train(data, # raw LiTS-style folder or prepared cache
           cache=None, # where to cache a raw `data` folder
           model_kwargs:dict|None=None, # extra model arguments (e.g. {'arch': 'resnet34'} for a lighter LT-Net encoder)
           progress:bool=True, # show progress bars
+          log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (several joined by commas), in the run folder
          ):
     "Train `arch` with its recipe on a patient-level split of `data`; returns the learner and the model file"
     dist = is_distributed()
@@ -161,8 +165,9 @@ def train(data, # raw LiTS-style folder or prepared cache
     out = Path(out or Path('runs')/arch.replace(':', '_'))
     out.mkdir(parents=True, exist_ok=True)
     set_seed(seed, reproducible=True)
-    dls = recipe_dls(cache, r, valid_cases=valid_cases, valid_pct=valid_pct, fold=fold, n_folds=n_folds, seed=seed)
-    learn = build_learner(dls, recipe=r, pretrained=pretrained, model_kwargs=model_kwargs, path=out, model_dir='checkpoints')
+    dls = recipe_dls(cache, r, valid_cases=valid_cases, valid_pct=valid_pct, fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
+    cbs = tracking_callbacks(log, out, run_name=out.name) if main else []
+    learn = build_learner(dls, recipe=r, pretrained=pretrained, model_kwargs=model_kwargs, path=out, model_dir='checkpoints', cbs=cbs)
     if dist:
         to_distributed(learn)
         if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
@@ -188,8 +193,16 @@ def train(data, # raw LiTS-style folder or prepared cache
     return learn, model_file
 
 # %% ../nbs/24_train.ipynb #f334b817
-def _cases(s): return [o.strip() for o in str(s).split(',') if o.strip()] if s else None
-_PRETRAINED = {'auto': 'auto', 'yes': True, 'true': True, 'no': False, 'false': False}
+def parse_cases(s) -> list|None:
+    "Case ids from a command line's comma-separated list (`'3, 7'` -> `['3', '7']`); None when empty"
+    return [o.strip() for o in str(s).split(',') if o.strip()] if s else None
+
+PRETRAINED = {'auto': 'auto', 'yes': True, 'true': True, 'no': False, 'false': False}   # --pretrained's words
+
+def parse_pretrained(s:str, prog:str):
+    "The `pretrained` argument of `--pretrained s`, or exit with one line naming `prog`"
+    if str(s).lower() not in PRETRAINED: sys.exit(f"{prog}: --pretrained must be auto, yes or no, not {s!r}")
+    return PRETRAINED[str(s).lower()]
 
 @cli_compat
 @call_parse
@@ -201,8 +214,9 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                bs:int=None, # batch size (default: the recipe's)
                valid_cases:str=None, # comma-separated validation case ids, e.g. 3,7
                valid_pct:float=None, # fraction of cases for validation (default 0.2)
-               fold:int=None, # validation fold K of --folds
-               folds:int=None, # number of folds
+               test_cases:str=None, # comma-separated case ids kept out of training and validation (a test set)
+               folds:int=None, # cross-validation: K folds by patient, each held out once (as lits-compare --folds)
+               fold:int=None, # with --folds: train only fold K (0-based), e.g. as one job of several
                max_cases:int=None, # use at most this many cases
                encoder:str=None, # encoder of ltnet / smp models, e.g. resnet34 (default: the published one)
                pretrained:str='auto', # ImageNet encoder weights: auto (if on disk), yes (required), no
@@ -210,15 +224,23 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                resume:bool=False, # continue an interrupted run from its last finished epoch
                seed:int=42, # random seed
                cache:str=None, # where to cache a raw DATA folder
+               log:str=None, # experiment tracking: tensorboard, wandb or mlflow (comma-separated for several), in the run folder
               ):
     "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
-    if pretrained.lower() not in _PRETRAINED: sys.exit(f"lits-train: --pretrained must be auto, yes or no, not {pretrained!r}")
+    pre = parse_pretrained(pretrained, 'lits-train')
     mk = {'arch': encoder} if encoder and arch=='ltnet' else None
     if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
+    if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
+    if folds:                                   # cross-validation of this one system: lits-compare's machinery
+        from lits_fastai.compare import lits_compare_main
+        lits_compare_main(data, archs=arch, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds, fold=fold,
+                                 out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre, resume=resume, seed=seed,
+                                 cache=cache, model_kwargs={arch: mk} if mk else None, prog='lits-train')
+        return
     try:
         learn, fn = train(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, max_cases=max_cases,
-                          valid_cases=_cases(valid_cases), valid_pct=valid_pct, fold=fold, n_folds=folds,
-                          pretrained=_PRETRAINED[pretrained.lower()], out=out, resume=resume, seed=seed, cache=cache, model_kwargs=mk)
+                          valid_cases=parse_cases(valid_cases), valid_pct=valid_pct, test_cases=parse_cases(test_cases),
+                          pretrained=pre, out=out, resume=resume, seed=seed, cache=cache, model_kwargs=mk, log=log)
     except (LitsError, KeyError) as e:
         print(f"lits-train: {e if not isinstance(e, KeyError) else e.args[0]}", file=sys.stderr); sys.exit(1)
     except OSError as e:                        # an unwritable or full run folder

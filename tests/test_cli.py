@@ -1,5 +1,5 @@
 "End-to-end tests of the installed command lines, on synthetic data in temporary folders"
-import numpy as np, nibabel as nib, pandas as pd
+import json, re, numpy as np, nibabel as nib, pandas as pd
 from pathlib import Path
 from conftest import run
 
@@ -88,17 +88,75 @@ def test_every_architecture_trains_one_epoch(arch, size, extra, synth_cache, tmp
 
 
 def test_compare_two_architectures(synth_cache, tmp_path):
-    "lits-compare trains two systems on one split and writes the markdown and CSV table and the plot listing both"
+    "lits-compare trains two systems on one three-way split and writes the tables, the plot, the report and one ensemble per system"
     out = tmp_path/'cmp'
-    p = run('lits-compare', synth_cache, '--archs', 'ltnet,cafct', '--light', '--epochs', 1, '--size', 32, '--bs', 8,
-            '--max-cases', 3, '--valid-cases', '5', '--pretrained', 'no', '--n-boot', 100, '--out', out, timeout=900)
-    assert {'compare.md', 'compare.csv', 'compare.png', 'split.json'} <= {o.name for o in out.iterdir()}, p.stdout
-    table = pd.read_csv(out/'compare.csv', dtype={'valid_cases': str, 'train_cases': str})
-    assert table['system'].tolist() == ['ltnet', 'cafct']
-    assert set(table['valid_cases']) == {'5'} and not set(table['train_cases'].iloc[0].split()) & {'5'}
+    args = ['--archs', 'ltnet,cafct', '--light', '--epochs', 1, '--size', 32, '--bs', 8, '--max-cases', 4, '--test-cases', '5',
+            '--valid-cases', '2', '--pretrained', 'no', '--n-boot', 100, '--out', out]
+    p = run('lits-compare', synth_cache, *args, timeout=900)
+    assert {'compare.md', 'compare.csv', 'compare.png', 'report.html', 'split.json'} <= {o.name for o in out.iterdir()}, p.stdout
+    table = pd.read_csv(out/'compare.csv')
+    assert table['system'].tolist() == ['ltnet', 'cafct'] and table['n_cases'].tolist() == [1, 1]
+    (f,) = json.loads((out/'split.json').read_text())['folds']
+    assert (f['test'], f['valid'], len(f['train'])) == (['5'], ['2'], 2) and not {'2', '5'} & set(f['train'])
     md = (out/'compare.md').read_text()
-    assert '| ltnet |' in md and '| cafct |' in md
+    assert '| ltnet |' in md and '| cafct |' in md and 'too few paired cases for a test (n=1 < 6)' in md   # they share the tumour class
     assert (out/'compare.png').read_bytes()[:4] == b'\x89PNG'
-    again = run('lits-compare', synth_cache, '--archs', 'ltnet,cafct', '--light', '--epochs', 1, '--size', 32, '--bs', 8,
-                '--max-cases', 3, '--valid-cases', '5', '--pretrained', 'no', '--n-boot', 100, '--out', out)
+    for s in ('ltnet', 'cafct'): assert (out/'systems'/s/'ensemble'/'ensemble.json').exists()
+    again = run('lits-compare', synth_cache, *args)
     assert again.stdout.count('skipped, finished already') == 2, again.stdout
+
+
+def test_train_one_fold_of_a_cross_validation(synth_cache, tmp_path):
+    "lits-train --folds K --fold k trains fold k of one system as one job (held-out fold, inner validation) and names the folds still missing"
+    out = tmp_path/'cv'
+    p = run('lits-train', synth_cache, '--arch', 'smp:Linknet', '--encoder', 'mobilenet_v2', '--folds', 2, '--fold', 0, '--epochs', 1,
+            '--size', 32, '--bs', 4, '--pretrained', 'no', '--out', out, timeout=900)
+    sdir = out/'systems'/'smp_Linknet_mobilenet_v2'
+    res = json.loads((sdir/'fold_0'/'result.json').read_text())
+    (f0, f1) = json.loads((out/'split.json').read_text())['folds']
+    assert set(res['train_config']['train_cases']) == set(f0['train']) and not set(f0['test']) & set(f0['train'] + f0['valid'])
+    assert not (sdir/'fold_1').exists() and not (sdir/'ensemble').exists()
+    assert 'fold(s) 1 not finished' in p.stdout and '--fold 1' in p.stdout
+    assert set(pd.read_csv(sdir/'oof_metrics.csv', dtype={'case': str})['case']) == set(f0['test'])
+
+
+def test_train_logs_to_tensorboard_and_names_a_missing_tracker(synth_cache, tmp_path):
+    "lits-train --log tensorboard writes event files holding every epoch's losses; a tracker that is not installed is one line"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path/'run'
+    run('lits-train', synth_cache, '--arch', 'smp:Linknet', '--encoder', 'mobilenet_v2', '--epochs', 2, '--size', 32, '--bs', 4,
+        '--pretrained', 'no', '--valid-cases', '2', '--out', out, '--log', 'tensorboard', timeout=900)
+    ea = EventAccumulator(str(out/'tensorboard'/'run')).Reload()
+    hist = pd.read_csv(out/'history.csv')
+    for name in ('train_loss', 'valid_loss'):
+        assert [round(e.value, 4) for e in ea.Scalars(f'epoch/{name}')] == [round(v, 4) for v in hist[name]]
+    p = run('lits-train', synth_cache, '--arch', 'smp:Linknet', '--log', 'nosuchtracker', '--out', tmp_path/'r2', ok=False)
+    assert p.stderr.strip().splitlines()[-1].startswith('lits-train: --log nosuchtracker: unknown tracker') and 'Traceback' not in p.stderr
+
+
+COMMANDS = ['lits-synth', 'lits-prepare', 'lits-train', 'lits-predict', 'lits-evaluate', 'lits-compare', 'lits-demo']
+
+@pytest.mark.parametrize('cmd', COMMANDS)
+def test_help_is_quiet_and_dashed(cmd):
+    p = run(cmd, '--help')
+    assert p.stderr == '', p.stderr                       # no third-party warning (torch.jit.script) above the help
+    assert p.stdout.startswith(f'usage: {cmd}')
+    longs = re.findall(r'--[A-Za-z][\w-]*', p.stdout)
+    assert longs and not [o for o in longs if '_' in o], longs   # one spelling: --valid-cases, --no-post
+
+
+def test_options_accept_both_spellings(tmp_path):
+    for opt in ('--n-cases', '--n_cases'):
+        run('lits-synth', tmp_path/opt, opt, 1, '--size', '32x32x8')
+        assert len(list((tmp_path/opt).glob('volume_pt*/volume-*.nii'))) == 1
+    for opt in ('--valid-cases', '--valid_cases'):   # parsed, then the missing folder is reported
+        p = run('lits-train', tmp_path/'nowhere', opt, '1', ok=False)
+        assert 'nowhere' in p.stderr and 'unrecognized' not in p.stderr
+
+
+def test_progress_in_a_pipe_prints_plain_lines(synth_data, synth_cache, tmp_path):
+    p = run('lits-prepare', synth_data, tmp_path/'cache')
+    assert '\r' not in p.stdout + p.stderr
+    p = run('lits-train', synth_cache, '--arch', 'ltnet', '--encoder', 'resnet18', '--epochs', 1, '--size', 32, '--bs', 8,
+            '--max-cases', 3, '--pretrained', 'no', '--out', tmp_path/'run')
+    assert '\r' not in p.stdout + p.stderr and 'epoch' in p.stdout

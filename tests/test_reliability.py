@@ -207,10 +207,11 @@ def test_prepare_with_workers_killed_mid_run_resumes_to_identical_cache(work, da
         assert tree(c) == tree(ref)
     assert any(s < 6 for s in states), states       # at least one kill landed before the end
 
-_KILL_TRAIN = r'''
-import os, sys, signal
+_KILL = r'''
+import os, sys, signal, importlib
 import lits_fastai.train as T
 from fastai.callback.core import Callback
+where, entry = sys.argv[1], sys.argv[2]        # kill the training whose run folder contains `where`; the command line to run
 class _Kill(Callback):
     "SIGKILL this process after batch 2 of the second epoch"
     order = 100
@@ -218,10 +219,13 @@ class _Kill(Callback):
         if self.training and self.epoch == 1 and self.iter == 1: os.kill(os.getpid(), signal.SIGKILL)
 _build = T.build_learner
 def build_learner(*a, **k):
-    learn = _build(*a, **k); learn.add_cb(_Kill()); return learn
+    learn = _build(*a, **k)
+    if where in str(learn.path): learn.add_cb(_Kill())
+    return learn
 T.build_learner = build_learner
-sys.argv = ['lits-train'] + sys.argv[1:]
-T.lits_train()
+mod, name = entry.split(':')
+sys.argv = [name] + sys.argv[3:]
+getattr(importlib.import_module(mod), name)()
 '''
 
 RUN_ARGS = [*TRAIN, '--epochs', 2, '--valid-pct', 0.34]     # run_a, run_b and the killed run
@@ -230,7 +234,7 @@ RUN_ARGS = [*TRAIN, '--epochs', 2, '--valid-pct', 0.34]     # run_a, run_b and t
 def killed_run(work, cache):
     "lits-train SIGKILLed after batch 2 of its second epoch (it resumes in `train_calls`)"
     out = work/'run_killed'
-    p = py(_KILL_TRAIN, cache, *RUN_ARGS, '--out', out)
+    p = py(_KILL, '', 'lits_fastai.train:lits_train', cache, *RUN_ARGS, '--out', out)
     assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
     assert len(pd.read_csv(out/'history.csv')) == 1 and not (out/'model.safetensors').exists()   # killed inside epoch 2
     return out
@@ -599,28 +603,43 @@ def _batches_cases(dl, lo=-1024, hi=3071):
         for x in xb: seen |= case_of(x.detach().cpu().numpy()*(hi - lo) + lo)
     return {str(c) for c in seen}
 
-def _check_dls(dls):
-    "Items and voxels of the training and validation loaders come from disjoint case sets, the ones the split names"
+def _check_dls(dls, test_cases=()):
+    "Items and voxels of the training and validation loaders come from disjoint case sets, the ones the split names, and no test case"
     tr, va = set(map(str, dls.train_cases)), set(map(str, dls.valid_cases))
     assert tr and va and not tr & va
+    assert set(dls.test_cases) == set(test_cases) and not set(test_cases) & (tr | va)
     ti, vi = {o.case for o in dls.train.items}, {o.case for o in dls.valid.items}
     assert ti <= tr and vi == va and not ti & vi
     assert _batches_cases(dls.train) <= tr and _batches_cases(dls.valid) == va
 
-SPLITS = [dict(valid_pct=0.25, seed=0), dict(valid_cases=['2', '5']), dict(fold=1, n_folds=4, seed=2), dict(fold=2, n_folds=3, seed=5, max_cases=6)]
+SPLITS = [dict(valid_pct=0.25, seed=0), dict(valid_cases=['2', '5']), dict(fold=1, n_folds=4, seed=2), dict(fold=2, n_folds=3, seed=5, max_cases=6),
+          dict(valid_cases=['2', '5'], test_cases=['0', '7']), dict(valid_pct=0.34, seed=1, test_cases=['3'], max_cases=6)]
 
 @pytest.mark.parametrize('split', SPLITS, ids=lambda s: ','.join(f'{k}={v}' for k, v in s.items()))
 def test_slice_dls_never_leak(id_cache, split):
     from lits_fastai.data import slice_dls
-    _check_dls(slice_dls(id_cache, size=32, bs=8, intensity=IDENTITY, aug=None, **split))
+    _check_dls(slice_dls(id_cache, size=32, bs=8, intensity=IDENTITY, aug=None, **split), split.get('test_cases', ()))
 
-@pytest.mark.parametrize('mode,split', [('resize', SPLITS[0]), ('patch', SPLITS[2]), ('patch', SPLITS[3])],
+@pytest.mark.parametrize('mode,split', [('resize', SPLITS[0]), ('patch', SPLITS[2]), ('patch', SPLITS[3]), ('resize', SPLITS[5])],
                          ids=lambda o: o if isinstance(o, str) else ','.join(f'{k}={v}' for k, v in o.items()))
 def test_volume_dls_and_patch_sampler_never_leak(id_cache, mode, split):
     from lits_fastai.data3d import volume_dls
     dls = volume_dls(id_cache, size=(8, 16, 16) if mode == 'patch' else (8, 32, 32), mode=mode, bs=2, intensity=IDENTITY, aug=False,
                      samples_per_case=3, progress=False, **split)
-    _check_dls(dls)
+    _check_dls(dls, split.get('test_cases', ()))
+
+@pytest.mark.parametrize('factory', ['slice_dls', 'volume_dls'])
+def test_test_cases_never_reach_intensity_fitting(id_cache, factory, monkeypatch):
+    "Histogram bins (LT-Net's fitted intensity statistics) are fitted on the training cases alone, never on validation or test cases"
+    import lits_fastai.data as D, lits_fastai.data3d as D3, lits_fastai.transforms as T
+    seen, fit = [], T.fit_hist_bins
+    def fit_hist_bins(cache, cases, **kw):
+        seen.append(sorted(map(str, cases))); return fit(cache, cases, **kw)
+    monkeypatch.setattr(T, 'fit_hist_bins', fit_hist_bins)
+    hist = {'kind': 'window_hist', 'windows': [[400, 50]], 'bins': None}
+    if factory == 'slice_dls': dls = D.slice_dls(id_cache, size=32, bs=8, intensity=hist, aug=None, valid_cases=['2'], test_cases=['0', '7'])
+    else: dls = D3.volume_dls(id_cache, size=(8, 16, 16), intensity=hist, aug=False, valid_cases=['2'], test_cases=['0', '7'], progress=False)
+    assert seen == [sorted(dls.train_cases)] and not {'0', '2', '7'} & set(seen[0])
 
 def test_png_dls_never_leak(work):
     import cv2
@@ -662,30 +681,62 @@ def test_patient_split_folds_and_fractions_never_leak():
     from lits_fastai.data import LeakageError, check_split
     with pytest.raises(LeakageError): check_split(['1', '2'], ['2', '3'])
 
-def test_compare_split_never_leaks(id_cache):
-    "lits-compare's one split: disjoint, within the (limited) cases, and its folds validate every case once"
-    from lits_fastai.compare import compare_split
+def test_compare_folds_never_leak(id_cache):
+    "lits-compare's folds: three disjoint groups within the (limited) cases, and cross-validation tests every case once"
+    from lits_fastai.compare import compare_folds
     ids = {str(i) for i in range(8)}
-    for kw in (dict(valid_pct=0.25), dict(valid_pct=0.5, seed=3), dict(valid_cases=['1', '6']), dict(valid_pct=0.25, max_cases=5)):
-        tr, va = compare_split(id_cache, **kw)
-        assert tr and va and not set(tr) & set(va) and set(tr) | set(va) <= ids
-    valids = [c for f in range(4) for c in compare_split(id_cache, fold=f, n_folds=4, seed=1)[1]]
-    assert sorted(valids) == sorted(ids)
+    for kw in (dict(), dict(test_pct=0.5, seed=3), dict(test_cases=['1', '6']), dict(test_cases=['1'], valid_cases=['4', '6']),
+               dict(valid_pct=0.5, max_cases=5), dict(n_folds=4, seed=1), dict(n_folds=3, max_cases=6), dict(n_folds=8)):
+        folds = compare_folds(id_cache, **kw)
+        for f in folds:
+            tr, va, te = set(f['train']), set(f['valid']), set(f['test'])
+            assert tr and va and te and not tr & va and not tr & te and not va & te and tr | va | te <= ids
+        if kw.get('n_folds'):
+            tested = [c for f in folds for c in f['test']]
+            assert len(tested) == len(set(tested)) == len(set(folds[0]['train'] + folds[0]['valid'] + folds[0]['test']))
 
 def test_lits_compare_trains_and_scores_on_one_leak_free_split(work, cache, train_calls):
-    "A tiny lits-compare: the system is trained on the training cases only and scored on exactly the held-out ones"
+    "A tiny lits-compare: trained on the training cases, checkpoint and post-processing chosen on the validation cases, scored on the test cases"
     r = train_calls['compare']
     no_traceback(r['err'])
     assert r['rc'] == 0, r['err'][-3000:]
-    split = json.loads((work/'compare'/'split.json').read_text())
-    tr, va = set(split['train_cases']), set(split['valid_cases'])
-    assert tr and va and not tr & va and tr | va == {str(i) for i in range(6)}
-    assert {f.name.split('.')[0].split('-')[1] for f in (work/'compare'/'heldout'/'volumes').iterdir()} == va
+    (f,) = json.loads((work/'compare'/'split.json').read_text())['folds']
+    tr, va, te = set(f['train']), set(f['valid']), set(f['test'])
+    assert tr and va and te and not tr & va and not tr & te and not va & te and tr | va | te == {str(i) for i in range(6)}
+    assert {f.name.split('.')[0].split('-')[1] for f in (work/'compare'/'cases'/'volumes').iterdir()} == va | te
     from safetensors import safe_open
-    (mf,) = (work/'compare'/'systems').glob('*/run/model.safetensors')
-    with safe_open(str(mf), 'pt') as f: c = json.loads(f.metadata()['lits_fastai'])
-    assert set(c['train_cases']) == tr and set(c['valid_cases']) == va
-    assert set(pd.read_csv(mf.parent.parent/'metrics.csv', dtype={'case': str})['case']) == va
+    (mf,) = (work/'compare'/'systems').glob('*/fold_0/run/model.safetensors')
+    with safe_open(str(mf), 'pt') as fh: c = json.loads(fh.metadata()['lits_fastai'])
+    assert set(c['train_cases']) == tr and set(c['valid_cases']) == va and set(c['test_cases']) == te
+    fd = mf.parent.parent
+    assert set(json.loads((fd/'postprocess.json').read_text())['cases']) == va
+    assert set(pd.read_csv(fd/'metrics.csv', dtype={'case': str})['case']) == te
+    assert set(pd.read_csv(fd.parent/'oof_metrics.csv', dtype={'case': str})['case']) == te
+
+CV_ARGS = ['--archs', 'smp:Linknet:mobilenet_v2', '--folds', 3, '--epochs', 2, '--size', 32, '--bs', 4, '--pretrained', 'no', '--n-boot', 10]
+
+def test_cross_validation_killed_resumes_without_retraining_finished_folds(work, cache):
+    "lits-compare --folds 3 SIGKILLed in epoch 2 of fold 1, rerun with --resume: fold 0 untouched, fold 1 goes on at epoch 2, every case scored once"
+    out = work/'cv_killed'
+    p = py(_KILL, 'fold_1', 'lits_fastai.compare:lits_compare', cache, *CV_ARGS, '--out', out)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    s = out/'systems'/'smp_Linknet_mobilenet_v2'
+    assert (s/'fold_0'/'result.json').exists() and not (s/'fold_1'/'result.json').exists() and not (s/'fold_2').exists()
+    assert len(pd.read_csv(s/'fold_1'/'run'/'history.csv')) == 1                  # killed inside epoch 2 of fold 1
+    stamp = lambda: {f: (s/'fold_0'/f).stat().st_mtime_ns for f in ('run/model.safetensors', 'train.json', 'result.json', 'metrics.csv')}
+    before = stamp()
+    r = cli('lits-compare', cache, *CV_ARGS, '--out', out, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    no_traceback(r.stderr)
+    assert stamp() == before and 'fold 0: skipped, finished already' in r.stdout     # the finished fold is not retrained
+    assert json.loads((s/'fold_1'/'train.json').read_text())['resumed'] and len(pd.read_csv(s/'fold_1'/'run'/'history.csv')) == 2
+    assert not json.loads((s/'fold_2'/'train.json').read_text())['resumed']
+    oof = pd.read_csv(s/'oof_metrics.csv', dtype={'case': str})
+    assert sorted(oof['case'].unique(), key=int) == [str(i) for i in range(6)] and oof.groupby(['case', 'cls']).size().max() == 1
+    ens = json.loads((s/'ensemble'/'ensemble.json').read_text())
+    assert len(ens['members']) == 3 and (out/'compare.md').exists()
+    q = cli('lits-predict', s/'ensemble', out/'cases'/'volumes', work/'cv_pred')
+    assert q.returncode == 0 and len(list((work/'cv_pred').glob('*.nii*'))) == 6, q.stderr[-3000:]
 
 
 # ============================================================================================ 5. security
@@ -726,3 +777,62 @@ def test_model_files_and_checkpoints_never_run_code(work, volumes, predict_calls
     assert marker.exists()                              # the explicit flag, and only it, unpickles the file: its code runs
     no_traceback(r['err'])
     assert r['rc'] == 1 and 'not a loadable fastai Learner' in naming(r['err'], work/'evil.pkl')[0], r['err']   # and it is no Learner
+
+
+# ------------------------------------------------ 5b. a model file is untrusted input: crafted contracts and ONNX files
+def _crafted(work, model) -> dict:
+    "{name: (file, file the message must name, problem)}: model files with crafted contracts, ONNX files, an ensemble with a bad member"
+    import torch
+    from safetensors.torch import load_file, save_file, save_model
+    from lits_fastai.learner import read_contract
+    from lits_fastai.models import build_model
+    d = work/'crafted'; d.mkdir(exist_ok=True)
+    c, w = read_contract(model), load_file(str(model))
+    def put(name, contract, tensors=w):
+        save_file(tensors, str(d/name), metadata={'lits_fastai': json.dumps(contract)}); return d/name
+    k = {'no arch': (put('noarch.safetensors', {o: v for o, v in c.items() if o != 'arch'}), "'arch' missing"),
+         'unknown encoder': (put('encoder.safetensors', {**c, 'arch': 'smp:Linknet:no_such_net'}), "unknown arch 'smp:Linknet:no_such_net'"),
+         'kwargs misfit': (put('misfit.safetensors', {**c, 'model_kwargs': {**c['model_kwargs'], 'n_in': 3}}), 'weights do not fit'),
+         'no contract': (put('nocontract.safetensors', {**c, 'format': 'other/1'}), 'unsupported model file format')}
+    u = build_model('unet3d', base=4, n_in=1, n_out=1)
+    c3 = {**c, 'arch': 'unet3d', 'dims': 3, 'mode': None, 'size': [16, 16, 16], 'classes': ['background', 'liver'],
+          'model_kwargs': {'base': 4, 'n_in': 1, 'n_out': 1}}
+    save_model(u, str(d/'u3d.safetensors'), metadata={'lits_fastai': json.dumps(c3)})
+    w3 = load_file(str(d/'u3d.safetensors'))
+    for b in (3000, 10**6, 10**7):
+        k[f'unet3d base {b}'] = (put(f'base{b}.safetensors', {**c3, 'model_kwargs': {**c3['model_kwargs'], 'base': b}}, w3),
+                                 'weights do not fit' if b < 2**20 else "model argument 'base'")
+    (d/'junk.onnx').write_bytes(b'not an onnx graph')
+    k['junk onnx'] = (d/'junk.onnx', 'not a valid ONNX model file')
+    ens = d/'ensemble'; ens.mkdir(exist_ok=True)
+    shutil.copy(model, ens/'a.safetensors'); shutil.copy(d/'noarch.safetensors', ens/'b.safetensors')
+    k['ensemble bad member'] = (ens, "'arch' missing", ens/'b.safetensors')
+    return {n: (v[0], v[2] if len(v) > 2 else v[0], v[1]) for n, v in k.items()}
+
+def test_crafted_model_files_one_line(work, model, volumes):
+    "lits-predict with a crafted model file: one line naming the file (an ensemble: its bad member), exit status 1, no traceback, no mask"
+    k = _crafted(work, model)
+    res = calls('lits_fastai.inference:lits_predict', *[[f, volumes/'volume-0.nii', work/'crafted'/f'out_{i}'] for i, (f, _, _) in enumerate(k.values())])
+    for (name, (f, named, problem)), r in zip(k.items(), res):
+        no_traceback(r['err'], r['out'])
+        lines = naming(r['err'], named)
+        assert r['rc'] == 1 and len(lines) == 1 and problem in lines[0], (name, r['err'])
+    assert not list((work/'crafted').glob('out_*/*'))
+
+def test_crafted_model_memory(work, model):
+    "A contract asking for a 3D U-Net with base 3000 (tens of GB) or 10^6, 10^7 (petabytes) is refused within the memory of reading the header"
+    k = _crafted(work, model)
+    code = r'''
+import sys, resource
+from lits_fastai.learner import load_model_file
+from lits_fastai.core import BadInputError
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for f in sys.argv[1:]:
+    try: load_model_file(f); print('loaded', f)
+    except BadInputError as e: pass
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0)/1024)
+'''
+    p = py(code, *[k[f'unet3d base {b}'][0] for b in (3000, 10**6, 10**7)], timeout=120)
+    assert p.returncode == 0 and 'loaded' not in p.stdout, p.stderr[-2000:]
+    grow = float(p.stdout.split()[-1])
+    assert grow < 200, f"peak RSS grew by {grow:.0f} MB"

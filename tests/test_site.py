@@ -7,9 +7,9 @@ import urllib.request, urllib.error
 from urllib.parse import urlsplit, unquote
 from pathlib import Path
 import pytest
+from conftest import chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM, DRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
 
 def _builder():
     spec = importlib.util.spec_from_file_location('build_site', ROOT/'.ci'/'build_site.py')
@@ -86,21 +86,7 @@ def server(site):
 
 @pytest.fixture(scope='module')
 def browser(tmp_path_factory):
-    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-        pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {DRIVER}); .ci/run installs them")
-    os.environ['SE_OFFLINE'] = 'true'  # selenium-manager must not look for drivers on the network
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    o = webdriver.ChromeOptions()
-    o.binary_location = CHROMIUM
-    for a in ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--window-size=1280,900',
-              '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-              '--disable-default-apps', '--disable-extensions', f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-              '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1']:  # any other host fails, and says so
-        o.add_argument(a)
-    o.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
-    d = webdriver.Chrome(service=Service(DRIVER), options=o)
-    d.set_page_load_timeout(60)
+    d = chromium(tmp_path_factory.mktemp('chromium'), allow_local=True)
     yield d
     d.quit()
 

@@ -99,17 +99,17 @@ MODELS = ModelRegistry(ltnet=ltnet, hybrid=hybrid, cafct=cafct, dyntransnet=dynt
 
 MODEL_INFO = InfoRegistry(
     ltnet=dict(dims=2, n_out=3, task='multiclass', published_params=None, pretrained=True,
-               paper="LT-Net: fastai unet_learner with a ResNet50 encoder (SYSTEMS.md 1)"),
+               paper="LT-Net: fastai unet_learner with a ResNet50 encoder (References: LT-Net)"),
     hybrid=dict(dims=2, n_out=3, task='multiclass', published_params=20_300_000, pretrained=False,
-                paper="Hybrid CNN-Transformer for 2D slices, 20.3M parameters (SYSTEMS.md 2)"),
+                paper="Hybrid CNN-Transformer for 2D slices, 20.3M parameters (References: Hybrid CNN-Transformer)"),
     cafct=dict(dims=2, n_out=1, task='binary', published_params=None, pretrained=False,
-               paper="CAFCT-Net: CNN-Transformer hybrid with AFF, ASPP and attention gates, Kang et al. 2024 (SYSTEMS.md 4)"),
+               paper="CAFCT-Net: CNN-Transformer hybrid with AFF, ASPP and attention gates, Kang et al. 2024, arXiv:2401.16886 (References: CAFCT-Net)"),
     dyntransnet=dict(dims=3, n_out=1, task='binary', published_params=None, pretrained=False,
-                     paper="DynTransNet: dynamic transformer U-shaped network, 3D (SYSTEMS.md 5)"),
+                     paper="DynTransNet: dynamic transformer U-shaped network, 3D, Zheng et al. 2025, doi:10.3389/fonc.2025.1569083 (References: DynTransNet); C=48, heads, window and 96^3 patches are choices, not published"),
     dyntransnet2d=dict(dims=2, n_out=1, task='binary', published_params=None, pretrained=False,
-                       paper="DynTransNet, 2D variant (SYSTEMS.md 5)"),
+                       paper="DynTransNet, 2D variant (not published; References: DynTransNet); C=48, heads and window are choices"),
     unet3d=dict(dims=3, n_out=1, task='binary', published_params=None, pretrained=False,
-                paper="3D U-Net for volumetric liver segmentation (SYSTEMS.md 3)"))
+                paper="3D U-Net for volumetric liver segmentation (References: Volumetric 3D U-Net)"))
 
 # %% ../../nbs/15_models.ipynb #5d4df4de
 def build_model(name:str, # registry name: 'ltnet', 'hybrid', 'cafct', 'dyntransnet', 'dyntransnet2d', 'unet3d', 'smp:<Arch>[:<encoder>]'
