@@ -13,12 +13,13 @@ import pandas as pd
 import nibabel as nib
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-from .core import LitsError, BadInputError, Geometry, atomic_path, save_nifti, save_image, from_slices, cli_compat
+from .core import LitsError, BadInputError, Geometry, atomic_path, save_nifti, save_image, from_slices, cli_compat, write_json, region_mask
+from .discover import case_sort_key
 from .recipes import get_recipe, scale
 from .models import MODELS, SMOKE_KWARGS, count_params
 from .models.dyntransnet import DYNTRANSNET_ABLATION
 from .cache import load_manifest, load_case_table, open_case, case_meta
-from .data import case_table, limit_cases, patient_split, case_key, without_cases, LeakageError
+from .data import case_table, limit_cases, patient_split, without_cases, LeakageError
 from .train import train, ensure_cache, parse_cases, parse_pretrained
 from .learner import read_contract
 from .inference import as_model, predict_volume, apply_postprocess, post_config, NO_POST, write_ensemble, mask_name
@@ -28,15 +29,15 @@ from .report import write_report
 
 # %% auto #0
 __all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'POST_STEPS', 'MIN_PAIRED', 'check_fold', 'compare_folds',
-           'heldout_files', 'System', 'systems_for', 'choose_postprocess', 'write_json', 'Job', 'fold_dir',
-           'fold_config', 'fold_result', 'run_fold', 'system_result', 'holm', 'pairwise_table', 'table_markdown',
-           'pairwise_markdown', 'plot_compare', 'compare', 'lits_compare_main', 'lits_compare']
+           'heldout_files', 'System', 'systems_for', 'choose_postprocess', 'Job', 'fold_dir', 'fold_config',
+           'fold_result', 'run_fold', 'system_result', 'holm', 'pairwise_table', 'table_markdown', 'pairwise_markdown',
+           'plot_compare', 'compare', 'lits_compare_main', 'lits_compare']
 
 # %% ../nbs/33_compare.ipynb #30c8d260
 def check_fold(f:dict):
     "Raise a `LeakageError` if a case of fold `f` is in two of its groups (training, validation, test)"
     for a,b in (('train', 'valid'), ('train', 'test'), ('valid', 'test')):
-        both = sorted(set(map(str, f[a])) & set(map(str, f[b])), key=case_key)
+        both = sorted(set(map(str, f[a])) & set(map(str, f[b])), key=case_sort_key)
         if both: raise LeakageError(f"fold {f['fold']}: cases in both {a} and {b}: {both[:10]}")
     if not (f['train'] and f['valid'] and f['test']): raise LitsError(f"fold {f['fold']}: an empty group ({len(f['train'])} training, "
                                                                       f"{len(f['valid'])} validation, {len(f['test'])} test cases)")
@@ -45,7 +46,7 @@ def _fold(tbl, k, test, valid_cases, valid_pct, seed) -> dict:
     rest = without_cases(tbl, test, valid_cases)
     if len(rest)<2: raise LitsError(f"fold {k}: {len(rest)} case(s) left beside the {len(test)} test case(s); training and validation need 2")
     tr,va = patient_split(rest, valid_pct=valid_pct, valid_cases=valid_cases, seed=seed)
-    f = dict(fold=k, train=tr, valid=va, test=sorted(map(str, test), key=case_key))
+    f = dict(fold=k, train=tr, valid=va, test=sorted(map(str, test), key=case_sort_key))
     check_fold(f)
     return f
 
@@ -85,6 +86,9 @@ def _from_cache(cache, case, kind, dst:Path):
     "Write the cached `kind` ('image' or 'label') of `case` back to a NIfTI file in its source geometry"
     img,lbl = open_case(cache, case)
     m = case_meta(cache, case)
+    if m.get('stored_shape') not in (None, m['stack_shape']):
+        raise BadInputError(m['source']['volume']['path'], f"case {case}: source file missing, and the cache holds its slices resampled "
+                            f"({'x'.join(map(str, m['stored_shape'][1:]))} px, not {'x'.join(map(str, m['stack_shape'][1:]))}): scoring needs the original volume")
     arr = img if kind=='image' else lbl
     g = Geometry(tuple(m['shape']), np.asarray(m['affine'], float))
     save_nifti(from_slices(np.asarray(arr)), dst, g, dtype=np.dtype(m['dtype']) if kind=='image' else np.uint8)
@@ -118,7 +122,7 @@ class System:
     slug: str|None = None # folder name (default: from the name)
     def __post_init__(self): self.slug = self.slug or re.sub(r'[^A-Za-z0-9._+-]+', '_', self.name).strip('_')
 
-DEFAULT_ARCHS = ('ltnet', 'hybrid', 'cafct', 'dyntransnet', 'unet3d', 'smp:Unet')
+DEFAULT_ARCHS = ('ltnet', 'hybrid', 'cafct', 'dyntransnet', 'unet3d', 'smp:Unet', 'auto')
 
 ABLATIONS = {
     'cafct': [System('CAFCT-Net', 'cafct', {}, 84.29, 'cafct'),
@@ -155,7 +159,7 @@ def _scored(target) -> tuple: return {'multiclass': CLASSES, 'liver': ('liver',)
 def _region(lab, cls, target) -> np.ndarray:
     "The `cls` region of a label map: LiTS labels (`target=None`) or the model's own (binary: 1 is the target class)"
     if target in ('liver', 'tumor'): return lab==1
-    return lab>=1 if cls=='liver' else lab==2
+    return region_mask(lab, cls)
 
 def _dice(p, g) -> float:
     s = int(p.sum()) + int(g.sum())
@@ -199,11 +203,6 @@ def _read_json(fn):
     try: return json.loads(Path(fn).read_text())
     except (OSError, ValueError): return None
 
-def write_json(fn, obj) -> Path:
-    "Atomically write `obj` as indented JSON to `fn`"
-    with atomic_path(fn) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=str) + '\n')
-    return Path(fn)
-
 def _task(target) -> str: return {'multiclass': 'liver+tumour', 'liver': 'liver', 'tumor': 'tumour'}[target]
 
 def _lits_labels(lab:np.ndarray, target) -> np.ndarray:
@@ -232,7 +231,7 @@ def fold_config(job:Job, s:System, f:dict) -> tuple:
     "(training, evaluation) configuration of fold `f` of system `s`, as they read back from JSON"
     r = scale(get_recipe(s.arch), epochs=job.epochs, size=job.size, bs=job.bs)
     mk = {**(SMOKE_KWARGS.get(s.arch, {}) if job.light else {}), **(job.model_kwargs.get(s.arch) or {}), **s.model_kwargs}
-    held = sorted(set(job.all_cases) - set(f['train']) - set(f['valid']), key=case_key)
+    held = sorted(set(job.all_cases) - set(f['train']) - set(f['valid']), key=case_sort_key)
     tcfg = dict(arch=s.arch, model_kwargs=mk, recipe=r.to_dict(), fold=f['fold'], train_cases=f['train'], valid_cases=f['valid'],
                 held_out=held, seed=job.seed, pretrained=str(job.pretrained), cache=str(Path(job.cache).resolve()))
     ecfg = dict(tta=job.tta, n_boot=job.n_boot, connectivity=job.connectivity, test_cases=f['test'])
@@ -256,7 +255,7 @@ def run_fold(s:System, # the system
             )->tuple: # (result dict, whether it was finished already)
     "Train system `s` on fold `f`, choose its post-processing on the validation cases, segment and score the test cases"
     check_fold(f)
-    MODELS[s.arch]                                                  # an unknown name raises a KeyError naming the valid ones
+    if s.arch!='auto': MODELS[s.arch]                               # an unknown name raises a KeyError naming the valid ones
     done = fold_result(job, s, f)
     if done: return done, True
     tcfg,ecfg = fold_config(job, s, f)
@@ -494,12 +493,12 @@ def compare(data, # raw LiTS-style folder or a prepared cache
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cache = ensure_cache(data, cache, progress=progress)
     fl = compare_folds(cache, folds, test_cases, valid_cases, test_pct, valid_pct, max_cases, seed)
-    all_cases = sorted(map(str, case_table(load_manifest(cache))['case']), key=case_key)   # those left out by max_cases are held out too
+    all_cases = sorted(map(str, case_table(load_manifest(cache))['case']), key=case_sort_key)   # those left out by max_cases are held out too
     write_json(out/'split.json', dict(folds=fl, seed=seed, cache=str(Path(cache).resolve()),
                                       how=dict(folds=folds, test_cases=test_cases, valid_cases=valid_cases, test_pct=test_pct,
                                                valid_pct=valid_pct, max_cases=max_cases)))
     todo = [f for f in fl if fold is None or f['fold']==fold]
-    cases = heldout_files(cache, sorted({c for f in todo for g in ('valid', 'test') for c in f[g]}, key=case_key), out/'cases')
+    cases = heldout_files(cache, sorted({c for f in todo for g in ('valid', 'test') for c in f[g]}, key=case_sort_key), out/'cases')
     job = Job(cache, cases, out, all_cases, epochs, size, bs, pretrained, light, model_kwargs or {}, seed, tta, n_boot, connectivity,
               device, progress, resume)
     for f in fl: print(f"fold {f['fold']}: {len(f['train'])} training, {len(f['valid'])} validation cases ({', '.join(f['valid'])}), "

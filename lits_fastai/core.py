@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #35c471a2
 from __future__ import annotations
-import os, sys, io, time, gzip, zlib, tempfile, contextlib, functools, inspect, logging, threading, warnings, argparse
+import os, sys, io, json, time, gzip, zlib, tempfile, contextlib, functools, inspect, logging, threading, warnings, argparse
 from fastcore.script import anno_parser
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +15,18 @@ from scipy import ndimage
 import cc3d
 
 # %% auto #0
-__all__ = ['NIFTI_EXTS', 'LitsError', 'BadInputError', 'is_nifti', 'nifti_stem', 'load_nifti', 'read_nifti', 'Geometry',
-           'to_canonical', 'from_canonical', 'geometry', 'read_canonical', 'to_slices', 'from_slices', 'axial_slice',
-           'bbox', 'slabs', 'label_components', 'component_sizes', 'atomic_path', 'save_nifti', 'save_image',
+__all__ = ['NIFTI_EXTS', 'CODES', 'REGIONS', 'COLORS', 'error_line', 'LitsError', 'BadInputError', 'is_nifti', 'nifti_stem',
+           'load_nifti', 'has_scaling', 'read_nifti', 'Geometry', 'to_canonical', 'from_canonical', 'geometry',
+           'read_canonical', 'to_slices', 'from_slices', 'axial_slice', 'bbox', 'slabs', 'label_components',
+           'component_sizes', 'region_mask', 'atomic_path', 'nifti_like', 'save_nifti', 'save_image', 'write_json',
            'cli_compat', 'quiet_imports', 'is_terminal', 'plain_progress']
 
 # %% ../nbs/00_core.ipynb #4f29c6b5
+def error_line(e:BaseException) -> str:
+    "An exception as one short line: its type and the first line of its message (for one-line errors that wrap another)"
+    msg = str(e).splitlines()[0][:200] if str(e).strip() else ''
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
 class LitsError(Exception):
     "Base class of the errors lits_fastai raises on purpose"
 
@@ -103,7 +109,8 @@ def load_nifti(fn) -> nib.Nifti1Image:
     except BadInputError: raise
     except Exception as e: raise BadInputError(fn, f"unusable NIfTI header ({type(e).__name__}: {e})") from None
 
-def _has_scaling(img) -> bool:
+def has_scaling(img) -> bool:
+    "Does the NIfTI image `img` scale its stored values (a slope other than 1 or an intercept other than 0)?"
     s,i = img.dataobj.slope, img.dataobj.inter
     return not ((np.isnan(s) or s==1) and (np.isnan(i) or i==0))
 
@@ -114,7 +121,7 @@ def read_nifti(img, fn=None) -> np.ndarray:
     try:
         dp = img.dataobj
         if not nib.is_proxy(dp): arr = np.asarray(dp)
-        elif _has_scaling(img): arr = np.asarray(img.get_fdata(dtype=np.float32))
+        elif has_scaling(img): arr = np.asarray(img.get_fdata(dtype=np.float32))
         else: arr = np.asarray(dp.get_unscaled())
     except Exception as e: raise BadInputError(fn, f"truncated or corrupt image data ({type(e).__name__}: {e})") from None
     if arr.dtype==np.float64: arr = arr.astype(np.float32)
@@ -129,11 +136,16 @@ class Geometry:
     affine: np.ndarray # affine as stored in the file
     header: nib.Nifti1Header|None = None # header of the source file, copied into written results
     @property
-    def ornt(self): return io_orientation(self.affine)
+    def ornt(self):
+        "nibabel orientation of the stored axes: for each, the canonical axis it runs along and its direction (+1/-1)"
+        return io_orientation(self.affine)
     @property
-    def canonical_affine(self)->np.ndarray: return self.affine @ inv_ornt_aff(self.ornt, self.shape)
+    def canonical_affine(self)->np.ndarray:
+        "Affine of the canonical (RAS+) array: voxel indices to scanner mm"
+        return self.affine @ inv_ornt_aff(self.ornt, self.shape)
     @property
     def canonical_shape(self)->tuple:
+        "Shape of the volume in canonical orientation"
         o = self.ornt
         return tuple(int(self.shape[int(np.where(o[:,0]==i)[0][0])]) for i in range(3))
     @property
@@ -218,7 +230,24 @@ def component_sizes(labels:np.ndarray, # label array from `label_components`
     for s in slabs(labels): out += np.bincount(labels[s].ravel(), minlength=n+1)
     return out
 
+# %% ../nbs/00_core.ipynb #15e30d7c
+CODES = ['background', 'liver', 'tumor']   # class names of the label values 0, 1, 2
+REGIONS = {'liver': 'labels 1 and 2', 'tumor': 'label 2', 'parenchyma': 'label 1 (liver without tumour)'}
+COLORS = {'liver': (0., 0.8, 0.), 'tumor': (1., 0., 0.), 'fp': (1., 1., 0.), 'fn': (0., 0.3, 1.)}   # RGB in [0, 1]: masks, false positives, false negatives
+
+def region_mask(lab, # label map (numpy array or torch tensor) with values 0, 1, 2
+                region:str|None, # 'liver' (labels 1 and 2; also 'foreground', 'multiclass' or None), 'tumor' (2; also 'tumour') or 'parenchyma' (1)
+               ): # boolean mask of the same type and shape
+    "The LiTS region `region` of the label map `lab`"
+    r = {'tumour': 'tumor', 'foreground': 'liver', 'multiclass': 'liver', None: 'liver'}.get(region, region)
+    if r=='liver': return lab>=1
+    if r=='tumor': return lab==2
+    if r=='parenchyma': return lab==1
+    raise ValueError(f"unknown region {region!r}: use one of {list(REGIONS)}")
+
 # %% ../nbs/00_core.ipynb #d8a2ffc0
+_FILE_MODE = 0o666 & ~(lambda m: (os.umask(m), m)[1])(os.umask(0o022))   # the mode `open` gives a new file under this process's umask
+
 @contextlib.contextmanager
 def atomic_path(fn):
     "Yield a temporary path beside `fn`; rename it to `fn` only if the block succeeds, remove it otherwise"
@@ -226,6 +255,7 @@ def atomic_path(fn):
     fn.parent.mkdir(parents=True, exist_ok=True)
     fd,tmp = tempfile.mkstemp(prefix=f".{fn.name}.", suffix='.part', dir=fn.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)   # mkstemp makes the file private (0600): give it the mode `open` would
     try:
         yield Path(tmp)
         os.replace(tmp, fn)
@@ -233,8 +263,13 @@ def atomic_path(fn):
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
 
-def save_nifti(arr:np.ndarray, fn, geom:Geometry|None=None, affine=None, dtype=np.uint8, canonical:bool=True) -> Path:
-    "Atomically write `arr` to `fn` as NIfTI; a canonical `arr` goes back to `geom`'s stored orientation, affine and header"
+def nifti_like(arr:np.ndarray, # the voxels: canonical (see `canonical`) or as stored
+               geom:Geometry|None=None, # the input's geometry: its stored orientation, affine and header are kept
+               affine=None, # the affine without `geom` (default: identity)
+               dtype=np.uint8, # stored data type (no scaling)
+               canonical:bool=True, # `arr` is canonical: bring it back to `geom`'s stored orientation
+              ) -> nib.Nifti1Image:
+    "A NIfTI image of `arr` in the geometry `geom` (orientation, affine, header, q/s-form codes), unscaled `dtype`"
     arr = np.asarray(arr)
     if geom is not None:
         if canonical: arr = from_canonical(arr, geom)
@@ -245,7 +280,11 @@ def save_nifti(arr:np.ndarray, fn, geom:Geometry|None=None, affine=None, dtype=n
     img.header.set_slope_inter(1, 0)
     if geom is not None and geom.header is not None:
         img.set_qform(geom.affine, int(geom.header['qform_code']) or 1); img.set_sform(geom.affine, int(geom.header['sform_code']) or 1)
-    return save_image(img, fn)
+    return img
+
+def save_nifti(arr:np.ndarray, fn, geom:Geometry|None=None, affine=None, dtype=np.uint8, canonical:bool=True) -> Path:
+    "Atomically write `arr` to `fn` as NIfTI; a canonical `arr` goes back to `geom`'s stored orientation, affine and header"
+    return save_image(nifti_like(arr, geom, affine, dtype, canonical), fn)
 
 def save_image(img:nib.Nifti1Image, # the image to write
                fn, # a .nii or .nii.gz file name
@@ -256,6 +295,15 @@ def save_image(img:nib.Nifti1Image, # the image to write
         if fn.name.lower().endswith('.gz'):
             with gzip.GzipFile(filename='', mode='wb', fileobj=f, compresslevel=1, mtime=0) as g: img.to_stream(g)
         else: img.to_stream(f)
+    return fn
+
+def write_json(fn, # the file to write
+               obj, # anything `json.dumps` writes (numpy scalars and other objects as their `str`)
+               sort_keys:bool=False,
+              ) -> Path:
+    "Atomically write `obj` to `fn` as indented JSON"
+    fn = Path(fn)
+    with atomic_path(fn) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=sort_keys, default=str) + '\n')
     return fn
 
 # %% ../nbs/00_core.ipynb #2bace794

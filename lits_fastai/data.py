@@ -4,8 +4,10 @@
 
 # %% ../nbs/05_data.ipynb #a015f979
 from __future__ import annotations
-import os, warnings
+import os, math, warnings
+import random
 from pathlib import Path
+from .core import LitsError, BadInputError, CODES, COLORS   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import pandas as pd
 import torch
@@ -14,25 +16,26 @@ from fastcore.basics import store_attr
 from fastai.data.block import DataBlock, TransformBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Transform, ItemTransform
+from fastai.vision.augment import RandTransform
 from fastai.vision.core import TensorImage, TensorMask, AddMaskCodes
 from fastai.vision.augment import aug_transforms
 from fastai.callback.data import WeightedDL  # registers DataBlock.weighted_dataloaders
 import fastai.vision.data, fastai.vision.learner  # register show_batch / show_results for image + mask
 from fastai.torch_core import show_image
-from .core import LitsError
-from .transforms import TensorSlice, intensity_from_config, fit_intensity
-from .cache import load_manifest, open_case
+from .discover import case_sort_key
+from .transforms import TensorSlice, CTNorm, intensity_from_config, freqhist_bins
+from .cache import load_manifest, open_case, check_resolution, cache_resolution, foreground_sample
 
 # %% auto #0
-__all__ = ['CODES', 'MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'LeakageError', 'LeakageWarning', 'case_key',
-           'check_split', 'case_table', 'patient_split', 'context_index', 'resize_chw', 'slice_input', 'select_slices',
-           'slice_weights', 'hybrid_augs', 'AlbumentationsTransform', 'LitsTypes', 'slice_augs', 'SliceRef',
-           'SliceGetter', 'MaskGetter', 'case_splitter', 'resolve_split', 'segmentation_datablock', 'slice_datablock',
-           'without_cases', 'limit_cases', 'slice_dls', 'block_dataloaders']
+__all__ = ['MASK_COLORS', 'case_key', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'LeakageError', 'LeakageWarning',
+           'check_split', 'case_table', 'patient_split', 'context_index', 'as_hw', 'resize_chw', 'slice_input',
+           'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'AlbumentationsTransform', 'LitsTypes',
+           'slice_augs', 'fit_hist_bins', 'fit_intensity', 'SliceRef', 'plane_shape', 'SliceGetter', 'MaskGetter',
+           'PlanCrop', 'case_splitter', 'resolve_split', 'segmentation_datablock', 'slice_datablock', 'without_cases',
+           'limit_cases', 'split_cases', 'slice_dls', 'block_dataloaders']
 
 # %% ../nbs/05_data.ipynb #d9823574
-CODES = ['background', 'liver', 'tumor']
-MASK_COLORS = {1: (0., .85, 0.), 2: (1., 0., 0.)}  # liver green, tumour red
+MASK_COLORS = {1: COLORS['liver'], 2: COLORS['tumor']}  # label value -> RGB: liver green, tumour red (`core.COLORS`)
 
 def mask_overlay(m:np.ndarray, # label map (H, W) with values 0/1/2
                  alpha:float=0.45, # opacity of the coloured labels
@@ -58,10 +61,7 @@ class LeakageError(LitsError, ValueError):
 class LeakageWarning(UserWarning):
     "A slice-level split: validation slices have neighbours of the same patient in training"
 
-def case_key(c):
-    "Sort key for case ids: numeric ids numerically, then the others alphabetically"
-    c = str(c)
-    return (0, int(c), '') if c.isdigit() else (1, 0, c)
+case_key = case_sort_key   # numeric case ids numerically, then the others alphabetically (`discover.case_sort_key`)
 
 def check_split(train_cases, valid_cases):
     "Raise `LeakageError` if a case is on both sides of the split"
@@ -138,14 +138,16 @@ def context_index(z:int, # slice index
     h = context//2
     return [min(max(z+o, 0), n-1) for o in range(-h, context-h)]
 
-def _size(size): return None if size is None else (int(size), int(size)) if np.isscalar(size) else tuple(int(o) for o in size)[-2:]
+def as_hw(size) -> tuple|None:
+    "`size` (an int or a sequence) as a pair `(h, w)`; None stays None"
+    return None if size is None else (int(size), int(size)) if np.isscalar(size) else tuple(int(o) for o in size)[-2:]
 
 def resize_chw(x:np.ndarray, # image `(C, H, W)` or `(H, W)`
                size, # target size: int or (h, w); None keeps it
                nearest:bool=False, # nearest neighbour (labels) instead of bilinear
               )->np.ndarray:
     "Resize the last two axes of `x` with OpenCV (bilinear, or nearest at pixel centres for labels)"
-    size = _size(size)
+    size = as_hw(size)
     if size is None or tuple(x.shape[-2:])==size: return x
     interp = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
     if x.ndim==2: return cv2.resize(np.ascontiguousarray(x), size[::-1], interpolation=interp)
@@ -168,15 +170,15 @@ def slice_input(stack:np.ndarray, # slice stack `(Z, H, W)` in HU (e.g. a cache 
     Z,H,W = stack.shape
     hu = np.asarray(stack[[i for z in zs for i in context_index(z, Z, context)]]).reshape(len(zs), context, H, W)
     x = tfm(hu).reshape(len(zs), -1, H, W)
-    x = np.stack([resize_chw(o, size) for o in x]) if _size(size) not in (None, (H, W)) else x
+    x = np.stack([resize_chw(o, size) for o in x]) if as_hw(size) not in (None, (H, W)) else x
     return x[0] if one else x
 
 # %% ../nbs/05_data.ipynb #ace6954b
-SELECTIONS = ('all', 'liver', 'balanced')
+SELECTIONS = ('all', 'liver', 'balanced', 'oversample')
 
 def select_slices(manifest:pd.DataFrame, # slice manifest of the cache
                   cases=None, # case ids to keep (default: all)
-                  select:str='all', # 'all', 'liver' or 'balanced' (as 'all'; weights come from `slice_weights`)
+                  select:str='all', # 'all', 'liver', or 'balanced'/'oversample' (as 'all'; weights come from `slice_weights`)
                  )->pd.DataFrame:
     "The manifest rows of `cases` that `select` keeps"
     if select not in SELECTIONS: raise ValueError(f"unknown slice selection {select!r}; choose one of {SELECTIONS}")
@@ -185,11 +187,14 @@ def select_slices(manifest:pd.DataFrame, # slice manifest of the cache
     return m.reset_index(drop=True)
 
 def slice_weights(slices:pd.DataFrame, # manifest rows
+                  fg_share:float|None=None, # share of tumour-bearing slices ('oversample'); None: equal shares of the three kinds ('balanced')
                  )->np.ndarray: # sampling weights, summing to 1
-    "Sampling weights giving tumour, liver-only and liver-free slices equal shares"
+    "Sampling weights: tumour, liver-only and liver-free slices in equal shares, or tumour slices in the share `fg_share`"
     grp = np.where(slices['tumor_px']>0, 2, np.where(slices['liver_px']>0, 1, 0))
     cnt = np.bincount(grp, minlength=3)
-    w = 1 / (cnt[grp] * (cnt>0).sum())
+    if fg_share is None: w = 1 / (cnt[grp] * (cnt>0).sum())
+    elif not cnt[2] or cnt[2]==len(grp): w = np.ones(len(grp))          # nothing to oversample
+    else: w = np.where(grp==2, fg_share/cnt[2], (1-fg_share)/(len(grp)-cnt[2]))
     return w / w.sum()
 
 # %% ../nbs/05_data.ipynb #1af23ec2
@@ -208,14 +213,34 @@ def hybrid_augs(seed:int|None=None, # seed of albumentations' random generator (
         A.CoarseDropout(num_holes_range=(1, 8), hole_height_range=(0.03, 0.12), hole_width_range=(0.03, 0.12), fill=0, p=0.3),
     ], seed=seed)
 
+def auto_augs(noise_std:float=0.04, # largest standard deviation of the Gaussian noise, on the [0, 1] scale
+              seed:int|None=None, # seed of albumentations' random generator (None: random)
+             ):
+    "nnU-Net's 2D augmentation set as an albumentations `Compose`, for images scaled to [0, 1]"
+    os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+    import albumentations as A
+    c = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)
+    return A.Compose([
+        A.Affine(rotate=(-180, 180), p=0.2, **c), A.Affine(scale=(0.7, 1.4), p=0.2, **c),
+        A.RandomGamma(gamma_limit=(70, 150), p=0.3),                # on values still in [0, 1]: noise may leave them
+        A.GaussNoise(std_range=(0, noise_std), p=0.1), A.GaussianBlur(sigma_limit=(0.5, 1.), blur_limit=0, p=0.2),
+        A.MultiplicativeNoise(multiplier=(0.75, 1.25), per_channel=False, elementwise=False, p=0.15),
+        A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.25, p=0.15),
+        A.Downscale(scale_range=(0.5, 1.), p=0.25), A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], seed=seed)
+
 class AlbumentationsTransform(ItemTransform):
     "Apply an albumentations pipeline to an (image, mask) item of the training set, image and mask together"
     split_idx,order = 0,5
-    def __init__(self, aug): super().__init__(); self.aug = aug
+    def __init__(self, aug, # an albumentations pipeline for images in [0, 1]
+                 lo:float=0., hi:float=1., # the input's range: mapped to [0, 1] for `aug` and back (e.g. a z-scored input's clip range)
+                ): super().__init__(); self.aug,self.lo,self.hi = aug,float(lo),float(hi)
     def encodes(self, x):
         img,msk = x[0],x[1]
-        r = self.aug(image=np.ascontiguousarray(img.numpy().transpose(1, 2, 0)), mask=msk.numpy().astype(np.uint8))
+        a = img.numpy().transpose(1, 2, 0)
+        if (self.lo, self.hi)!=(0., 1.): a = np.clip((a - self.lo) / (self.hi - self.lo), 0, 1)   # float32 rounding may step outside
+        r = self.aug(image=np.ascontiguousarray(a, dtype=np.float32), mask=msk.numpy().astype(np.uint8))
         im = np.clip(r['image'], 0, 1).astype(np.float32)
+        if (self.lo, self.hi)!=(0., 1.): im = im * (self.hi - self.lo) + self.lo
         im = im[..., None] if im.ndim==2 else im
         out = TensorSlice(torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))), show_chan=getattr(img, 'show_chan', None))
         return (out, TensorLitsMask(torch.from_numpy(r['mask'].astype(np.int64))), *x[2:])
@@ -231,24 +256,58 @@ def _recast(x, typ):
     res = x.as_subclass(typ); res.__dict__.update(x.__dict__)
     return res
 
-def slice_augs(aug:str|None='fastai', # 'fastai', 'hybrid' or None
-               seed:int|None=None, # albumentations seed ('hybrid')
-               **kwargs, # arguments of fastai's `aug_transforms` ('fastai')
+def slice_augs(aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
+               seed:int|None=None, # albumentations seed ('hybrid', 'auto')
+               lo:float=0., hi:float=1., # the range of the network input ('auto': mapped to [0, 1] around the augmentation)
+               **kwargs, # arguments of fastai's `aug_transforms` ('fastai') or `auto_augs` ('auto')
               )->tuple: # (item_tfms, batch_tfms)
     "Item and batch transforms of an augmentation set"
     if aug=='fastai': return [], aug_transforms(**{'pad_mode': 'zeros', **kwargs}) + [LitsTypes()]
     if aug=='hybrid': return [AlbumentationsTransform(hybrid_augs(seed))], [LitsTypes()]
+    if aug=='auto': return [AlbumentationsTransform(auto_augs(seed=seed, **kwargs), lo, hi)], [LitsTypes()]
     if aug is None or aug=='none': return [], [LitsTypes()]
-    raise ValueError(f"unknown augmentation {aug!r}; choose 'fastai', 'hybrid' or None")
+    raise ValueError(f"unknown augmentation {aug!r}; choose 'fastai', 'hybrid', 'auto' or None")
+
+# %% ../nbs/05_data.ipynb #7f126fe9
+def fit_hist_bins(cache, # a prepared slice cache
+                  cases, # case ids to sample (the training cases)
+                  n_bins:int=100, # number of groups
+                  n_slices:int=64, # slices sampled, evenly over the cases' slices
+                  max_px:int=2**22, # pixels pooled at most
+                 )->list: # break points (floats)
+    "fastai's `freqhist_bins` of slices sampled from `cases` in `cache`"
+    cases = [str(c) for c in cases]
+    if not cases: raise ValueError('no cases to fit histogram bins on')
+    imgs = {c: open_case(cache, c)[0] for c in cases}
+    allz = [(c, z) for c in cases for z in range(len(imgs[c]))]
+    pick = np.unique(np.linspace(0, len(allz)-1, min(n_slices, len(allz))).round().astype(int))
+    sl = [np.asarray(imgs[allz[i][0]][allz[i][1]]) for i in pick]
+    step = max(1, math.ceil(sum(o.size for o in sl) / max_px))
+    px = np.concatenate([o.ravel()[::step] for o in sl])
+    return [float(o) for o in freqhist_bins(px, n_bins)]
+
+def fit_intensity(cfg, # intensity config (dict, JSON text or `Intensity`)
+                  cache, # a prepared slice cache
+                  cases, # training case ids
+                  n_bins:int=100, # histogram bins
+                 )->dict: # config with fitted bins
+    "`cfg` fitted on `cases` of `cache` if it needs it (histogram bins, CT normalisation), else unchanged"
+    tfm = intensity_from_config(cfg)
+    if not tfm.needs_fit: return tfm.config
+    if isinstance(tfm, CTNorm): return CTNorm.fit(foreground_sample(cache, cases)).config
+    return {**tfm.config, 'bins': fit_hist_bins(cache, cases, n_bins=n_bins)}
 
 # %% ../nbs/05_data.ipynb #763d2ed8
 class _CaseArrays:
-    "The memory-mapped (image, label) stacks of the cases of a cache, opened once per process"
-    def __init__(self, cache): self.cache,self._open = Path(cache),{}
+    "The memory-mapped (image, label) stacks of the cases of a cache, opened once per process, and their pixel spacings"
+    def __init__(self, cache):
+        self.cache,self._open = Path(cache),{}
+        m = load_manifest(cache).drop_duplicates('case')
+        self.spacings = {c: (float(sy), float(sx)) for c,sy,sx in zip(m['case'], m['spacing_y'], m['spacing_x'])}
     def __getitem__(self, case):
         if case not in self._open: self._open[case] = open_case(self.cache, case)
         return self._open[case]
-    def __getstate__(self): return {'cache': self.cache, '_open': {}}
+    def __getstate__(self): return {**self.__dict__, '_open': {}}
 
 class SliceRef:
     "Slice `z` of case `case` in a cache: the items of the slice DataBlock"
@@ -259,21 +318,62 @@ class SliceRef:
     def __hash__(self): return hash((self.case, self.z))
     def __repr__(self): return f"SliceRef({self.case!r}, {self.z})"
 
+def plane_shape(hw, # (H, W) of a slice
+                spacing, # its pixel spacing (row, column) in mm
+                target:float, # the pixel spacing to resample to, in mm
+               )->tuple: # (h, w)
+    "The in-plane size of a slice of shape `hw` and pixel spacing `spacing` resampled to `target` mm"
+    return tuple(max(1, int(round(n*float(s)/target))) for n,s in zip(hw, spacing))
+
+def _out_size(arrays, case, size, spacing):
+    "The size a getter resizes a slice of `case` to: its size at `spacing` mm if given, else `size`"
+    return size if spacing is None else plane_shape(arrays[case][1].shape[1:], arrays.spacings[case], spacing)
+
 class SliceGetter(Transform):
-    "`SliceRef` -> `TensorSlice` network input read from the cache"
-    def __init__(self, arrays, intensity, context=1, size=None):
+    "`SliceRef` -> `TensorSlice` network input read from the cache, resized to `size` or resampled to `spacing` mm"
+    def __init__(self, arrays, intensity, context=1, size=None, spacing=None):
         super().__init__(); store_attr(); self.tfm = intensity_from_config(intensity)
         self.show_chan = (context//2) * self.tfm.n_channels
     def encodes(self, o):
-        x = slice_input(self.arrays[o.case][0], o.z, self.tfm, self.context, self.size)
+        x = slice_input(self.arrays[o.case][0], o.z, self.tfm, self.context, _out_size(self.arrays, o.case, self.size, self.spacing))
         return TensorSlice(torch.from_numpy(x), show_chan=self.show_chan)
 
 class MaskGetter(Transform):
-    "`SliceRef` -> `TensorLitsMask` label map read from the cache"
-    def __init__(self, arrays, size=None): super().__init__(); store_attr()
+    "`SliceRef` -> `TensorLitsMask` label map read from the cache, resized to `size` or resampled to `spacing` mm"
+    def __init__(self, arrays, size=None, spacing=None): super().__init__(); store_attr()
     def encodes(self, o):
-        m = resize_chw(np.asarray(self.arrays[o.case][1][o.z]), self.size, nearest=True)
+        m = resize_chw(np.asarray(self.arrays[o.case][1][o.z]), _out_size(self.arrays, o.case, self.size, self.spacing), nearest=True)
         return TensorLitsMask(torch.from_numpy(m.astype(np.int64)))
+
+def _crop_pad(x:torch.Tensor, y0:int, x0:int, h:int, w:int, value) -> torch.Tensor:
+    "The window `(y0, x0, h, w)` of the last two axes of `x`; the parts outside `x` filled with `value`"
+    H,W = x.shape[-2:]
+    out = x.new_full(x.shape[:-2] + (h, w), value)
+    sy,sx = slice(max(y0, 0), min(y0+h, H)),slice(max(x0, 0), min(x0+w, W))
+    out[..., sy.start-y0:sy.stop-y0, sx.start-x0:sx.stop-x0] = x[..., sy, sx]
+    return out
+
+class PlanCrop(RandTransform):
+    "Crop or pad slices and masks to `size`: at random in training (around a tumour or liver pixel with probability `p_fg`), centred in validation"
+    split_idx,order = None,4
+    def __init__(self, size, # (h, w) of the patches
+                 p_fg:float=1/3, # probability that a training patch is centred near a tumour (else liver) pixel
+                ): super().__init__(p=1.); self.size,self.p_fg = as_hw(size),p_fg
+    def before_call(self, b, split_idx):
+        y = b[1]; (H,W),(h,w) = y.shape[-2:],self.size
+        lo,hi = (min(0, H-h), min(0, W-w)),(max(0, H-h), max(0, W-w))
+        if split_idx!=0: self.y0,self.x0 = (H-h)//2,(W-w)//2; return
+        pts = None
+        if random.random() < self.p_fg:
+            yy = y.numpy()
+            pts = np.argwhere(yy==2)
+            if not len(pts): pts = np.argwhere(yy>0)
+        if pts is not None and len(pts):
+            cy,cx = pts[random.randrange(len(pts))]
+            self.y0,self.x0 = [int(np.clip(c - n//2 + random.randint(-n//4, n//4), a, z)) for c,n,a,z in zip((cy, cx), (h, w), lo, hi)]
+        else: self.y0,self.x0 = random.randint(lo[0], hi[0]),random.randint(lo[1], hi[1])
+    def encodes(self, x:TensorSlice): return _crop_pad(x, self.y0, self.x0, *self.size, float(x.min()) if x.numel() else 0.)
+    def encodes(self, x:TensorMask): return _crop_pad(x, self.y0, self.x0, *self.size, 0)
 
 def case_splitter(valid_cases):
     "A splitter sending the items (`SliceRef`s) of `valid_cases` to validation, the others to training"
@@ -315,50 +415,76 @@ def segmentation_datablock(slices:pd.DataFrame, # the selected slices: columns c
                            get_y, # `SliceRef` -> `TensorLitsMask`
                            valid_cases, # validation case ids (ignored with `slice_split`)
                            select:str='all', # 'balanced' adds training sampling weights
-                           aug:str|None='fastai', # 'fastai', 'hybrid' or None
-                           aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs`
+                           aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
+                           aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
                            slice_split:bool=False, # split slices at random
                            valid_pct:float=0.2, # fraction of slices for validation with `slice_split`
                            seed:int=42, # seed of the slice split
+                           pre_tfms=None, # item transforms before the augmentation (e.g. `PlanCrop`)
+                           fg_share:float=1/3, # share of tumour slices with `select='oversample'`
                           )->DataBlock:
     "The DataBlock of slice items `slices` with getters `get_x`, `get_y`, an augmentation set and a split"
     items = [SliceRef(c, z) for c,z in zip(slices['case'], slices['slice'])]
     ak = dict(aug_kwargs or {})
-    item_tfms,batch_tfms = slice_augs(aug, **({'seed': ak.pop('seed', None)} if aug=='hybrid' else {}), **ak)
+    item_tfms,batch_tfms = slice_augs(aug, **({'seed': ak.pop('seed', None)} if aug in ('hybrid', 'auto') else {}), **ak)
+    item_tfms = list(pre_tfms or []) + item_tfms
     splitter = _slice_splitter(valid_pct, seed) if slice_split else case_splitter(valid_cases)
     dblock = DataBlock(blocks=(TransformBlock(), TransformBlock(item_tfms=AddMaskCodes(codes=CODES))),
                        get_items=lambda _: items, get_x=get_x, get_y=get_y, splitter=splitter,
                        item_tfms=item_tfms, batch_tfms=batch_tfms, n_inp=1)
     dblock.items,dblock.slices,dblock.weights = items,slices,None
-    if select=='balanced':       # weights over the training items only; validation is not sampled
+    if select in ('balanced', 'oversample'):       # weights over the training items only; validation is not sampled
         tr = splitter(items)[0]
-        dblock.weights = np.zeros(len(items)); dblock.weights[tr] = slice_weights(slices.iloc[tr])
+        dblock.weights = np.zeros(len(items)); dblock.weights[tr] = slice_weights(slices.iloc[tr], fg_share if select=='oversample' else None)
     return dblock
 
 def slice_datablock(cache, # a prepared slice cache
                     valid_cases=None, # validation case ids (patient-level split)
                     train_cases=None, # training case ids (default: every case not in `valid_cases`)
-                    size=128, # slice size: int or (h, w)
-                    intensity=None, # intensity config (JSON dict); histogram bins are fitted on `train_cases` if missing
+                    size=128, # slice size: int or (h, w); with `spacing`, the size of the training patches
+                    intensity=None, # intensity config (JSON dict); histogram bins or CT normalisation fitted on `train_cases` if missing
                     context:int=1, # slices stacked as channels (2.5D when > 1)
-                    select:str='all', # 'all', 'liver' or 'balanced'
-                    aug:str|None='fastai', # 'fastai', 'hybrid' or None
-                    aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs`
+                    select:str='all', # 'all', 'liver', 'balanced' or 'oversample'
+                    aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
+                    aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
                     slice_split:bool=False, # split slices at random, ignoring patients (leaks; LT-Net paper only)
                     valid_pct:float=0.2, # fraction of slices for validation with `slice_split`
                     seed:int=42, # seed of the slice split
+                    spacing:float|None=None, # resample slices to this pixel spacing in mm and crop or pad them to `size` (None: resize whole slices to `size`)
+                    fg_share:float=1/3, # share of tumour slices with `select='oversample'`, and of training patches centred near foreground
                    )->DataBlock:
     "A DataBlock of preprocessed slices and their masks from `cache`, split by patient"
     man = load_manifest(cache)
+    if spacing is None: check_resolution(cache, size)
+    else: _check_spacing(cache, spacing)
     train_cases,valid_cases = resolve_split(man['case'].unique(), valid_cases, train_cases, slice_split)
     cfg = fit_intensity(intensity, cache, train_cases)
     slices = select_slices(man, sorted(set(train_cases) | set(valid_cases), key=case_key), select)
-    arrays = _CaseArrays(cache)
-    dblock = segmentation_datablock(slices, SliceGetter(arrays, cfg, context, _size(size)), MaskGetter(arrays, _size(size)), valid_cases,
-                                    select, aug, aug_kwargs, slice_split, valid_pct, seed)
-    dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg, size=size, context=context,
+    arrays,sz = _CaseArrays(cache),as_hw(size)
+    ak = {**(_auto_range(cfg) if aug=='auto' else {}), **(aug_kwargs or {})}
+    pre = [PlanCrop(sz, fg_share)] if spacing is not None else []
+    dblock = segmentation_datablock(slices, SliceGetter(arrays, cfg, context, sz, spacing), MaskGetter(arrays, sz, spacing), valid_cases,
+                                    select, aug, ak, slice_split, valid_pct, seed, pre_tfms=pre, fg_share=fg_share)
+    dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg, size=size, context=context, spacing=spacing,
                        n_channels=context*intensity_from_config(cfg).n_channels, select=select, aug=aug, slice_split=slice_split, source=str(cache))
     return dblock
+
+def _check_spacing(cache, spacing:float):
+    "Refuse a target pixel spacing finer than a resampled cache holds (a native cache holds every spacing)"
+    res = cache_resolution(cache)
+    if res.get('size') is None and res.get('spacing') is None: return
+    man = load_manifest(cache)
+    have = float(np.minimum(man['spacing_x'], man['spacing_y']).max())
+    if spacing < have*(1-1e-3):
+        raise BadInputError(cache, f"holds slices resampled to {have:.3g} mm pixels at the coarsest; the recipe asks {spacing:.3g} mm: "
+                                   f"prepare a cache with a finer --spacing (or native), or train at --spacing >= {have:.3g}")
+
+def _auto_range(cfg) -> dict:
+    "The range of the network input of intensity `cfg` and nnU-Net's noise level (variance up to 0.1 of a z-score) on that range scaled to [0, 1]"
+    t = intensity_from_config(cfg)
+    if t.kind!='ct_norm': return {'lo': 0., 'hi': 1., 'noise_std': 0.1**.5 * 0.1}
+    lo,hi = (t.lo-t.mean)/t.std,(t.hi-t.mean)/t.std
+    return {'lo': lo, 'hi': hi, 'noise_std': 0.1**.5 / (hi-lo)}
 
 # %% ../nbs/05_data.ipynb #d4a2300b
 def without_cases(tbl:pd.DataFrame, # case table (`case_table`)
@@ -389,32 +515,50 @@ def limit_cases(tbl:pd.DataFrame, # case table (`case_table`), with a `burden` c
     keep |= set(_spread(list(order), min(m, len(order)), rng))
     return tbl[tbl['case'].isin(keep)].reset_index(drop=True)
 
+def split_cases(source, # a prepared cache, or a case table, slice manifest or list of case ids (as `case_table` reads)
+                valid_pct:float|None=None, # fraction of cases for validation (default 0.2)
+                valid_cases=None, # explicit validation case ids
+                fold:int|None=None, # validation fold (0-based) of `n_folds`
+                n_folds:int|None=None, # number of folds
+                stratify:bool=True, # spread validation cases over the tumour burden
+                max_cases:int|None=None, # use at most this many cases
+                seed:int=42, # seed of the split and the case subset
+                test_cases=None, # case ids left out of both sides
+                slice_split:bool=False, # every case on the training side (a slice-level split follows)
+               )->tuple: # (training case ids, validation case ids or None)
+    "The patient-level split every DataLoaders factory makes (`slice_dls`, `png_dls`, `volume_dls`), for code that needs it first (e.g. a plan fitted on the training cases)"
+    tbl = case_table(load_manifest(source) if isinstance(source, (str, os.PathLike)) else source)
+    tbl = limit_cases(without_cases(tbl, test_cases, valid_cases), max_cases, valid_cases, seed)
+    if slice_split: return tbl['case'].tolist(), None
+    return patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
+
 def slice_dls(cache, # a prepared slice cache
               size=128, # slice size: int or (h, w)
               bs:int=16, # batch size
               intensity=None, # intensity config (default: the liver window)
               context:int=1, # slices stacked as channels (2.5D when > 1)
-              select:str='all', # 'all', 'liver' or 'balanced'
+              select:str='all', # 'all', 'liver', 'balanced' or 'oversample'
               valid_pct:float|None=None, # fraction of cases for validation (default 0.2)
               valid_cases=None, # explicit validation case ids
               fold:int|None=None, # validation fold (0-based) of `n_folds`
               n_folds:int|None=None, # number of folds
               stratify:bool=True, # spread validation cases over the tumour burden
-              aug:str|None='fastai', # 'fastai', 'hybrid' or None
+              aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
               max_cases:int|None=None, # use at most this many cases
               seed:int=42, # seed of the split and the case subset
               num_workers:int=0, # DataLoader worker processes
               slice_split:bool=False, # random slice-level split (leaks patients; LT-Net paper only)
-              aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs`
+              aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
               test_cases=None, # case ids held out of this run entirely: never trained on, validated on or used to fit intensities
+              spacing:float|None=None, # resample slices to this pixel spacing (mm) and crop or pad to `size` (None: resize whole slices)
+              fg_share:float=1/3, # share of tumour slices with `select='oversample'` (and of patches centred near foreground)
               **kwargs, # more arguments of `DataBlock.dataloaders` (e.g. `device`, `val_bs`)
              )->DataLoaders:
     "DataLoaders of preprocessed slices from `cache`, split by patient, remembering the split and the preprocessing"
-    tbl = limit_cases(without_cases(case_table(load_manifest(cache)), test_cases, valid_cases), max_cases, valid_cases, seed)
-    if slice_split: tr,va = tbl['case'].tolist(), None
-    else: tr,va = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
+    tr,va = split_cases(cache, valid_pct, valid_cases, fold, n_folds, stratify, max_cases, seed, test_cases, slice_split)
     dblock = slice_datablock(cache, valid_cases=va, train_cases=tr, size=size, intensity=intensity, context=context, select=select,
-                             aug=aug, aug_kwargs=aug_kwargs, slice_split=slice_split, valid_pct=valid_pct or 0.2, seed=seed)
+                             aug=aug, aug_kwargs=aug_kwargs, slice_split=slice_split, valid_pct=valid_pct or 0.2, seed=seed,
+                             spacing=spacing, fg_share=fg_share)
     dblock.lits['test_cases'] = _sorted(test_cases or [])
     return block_dataloaders(dblock, cache, bs=bs, num_workers=num_workers, **kwargs)
 

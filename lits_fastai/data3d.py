@@ -25,13 +25,12 @@ __all__ = ['show_volume', 'TensorVolume', 'TensorMask3D', 'resample_volume', 'Ca
            'body_box', 'PatchSampler', 'case_info', 'VolumeLoader', 'resize_cases', 'RandAffine3D', 'volume_dls']
 
 # %% ../nbs/07_data3d.ipynb #6d2fa101
-from .transforms import intensity_from_config, fit_intensity
-from .cache import open_case, load_manifest
-from .data import patient_split, case_table, limit_cases, without_cases, case_key, CODES
+from .transforms import intensity_from_config
+from .cache import open_case, load_manifest, check_resolution
+from .core import COLORS, region_mask
+from .data import patient_split, case_table, limit_cases, without_cases, split_cases, fit_intensity, case_key, CODES
 
 # %% ../nbs/07_data3d.ipynb #f30da3e8
-_COLORS = {1: (0., .8, 0.), 2: (1., 0., 0.)}
-
 def _fg_centre(m):
     "Voxel at the centre (median) of the foreground of the label map `m` (D,H,W), or the volume centre"
     idx = np.nonzero(m)
@@ -42,9 +41,10 @@ def _cuts(v, at):
     "Axial, coronal and sagittal 2D cuts of `v` (D,H,W) through the voxel `at`"
     return [v[at[0]], v[:, at[1]][::-1], v[:, :, at[2]][::-1]]
 
-def _overlay(ax, m, colors=_COLORS, alpha=0.45):
+def _overlay(ax, m, alpha=0.45):
+    "Overlay the label map `m` on `ax`: liver and tumour in `core.COLORS`"
     rgba = np.zeros(m.shape + (4,), np.float32)
-    for k,c in colors.items(): rgba[m==k] = (*c, alpha)
+    for k,name in ((1, 'liver'), (2, 'tumor')): rgba[m==k] = (*COLORS[name], alpha)
     ax.imshow(rgba, interpolation='nearest')
 
 def show_volume(x, # volume (C,D,H,W) or (D,H,W), tensor or array
@@ -159,10 +159,6 @@ def body_box(img, # (Z, H, W) HU stack (memmap)
     step = int(np.ceil(Z / len(zs)))
     return (max(0, int(zz.min())-step), int(ys.min()), int(xs.min())), (min(Z, int(zz.max())+step+1), int(ys.max())+1, int(xs.max())+1)
 
-def _fg_label(target): return 2 if target=='tumor' else 1
-
-def _is_fg(lbl, target): return (lbl==2) if target=='tumor' else (lbl>0)
-
 def _place(c, p, lo, hi):
     "Start of a box of size `p` centred on `c`, kept inside [lo, hi) when it fits, else centred on it"
     if hi - lo >= p: return int(min(max(c - p//2, lo), hi - p))
@@ -196,14 +192,14 @@ class PatchSampler(RandTransform):
         img, lbl = self.case(c)
         if fg and inf['fg'].sum() > 0:
             z = int(rng.choice(len(inf['fg']), p=inf['fg']/inf['fg'].sum()))
-            ys, xs = np.nonzero(_is_fg(np.asarray(lbl[z]), self.target))
+            ys, xs = np.nonzero(region_mask(np.asarray(lbl[z]), self.target))
             if len(ys):
                 k = int(rng.integers(len(ys)))
                 return z, int(ys[k]), int(xs[k])
         lo, hi = inf['box']
         for _ in range(10):
             p = tuple(int(rng.integers(a, b)) for a,b in zip(lo, hi))
-            if not _is_fg(lbl[p], self.target): break
+            if not region_mask(lbl[p], self.target): break
         return p
 
     def before_call(self, b, split_idx):
@@ -341,7 +337,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
                target:str='liver', # task: 'liver', 'tumor' or 'multiclass' (what counts as patch foreground; labels stay 0/1/2)
                bs:int=1, # batch size
                valid_cases=None, # explicit validation case ids
-               valid_pct:float|None=0.2, # fraction of cases for validation
+               valid_pct:float|None=None, # fraction of cases for validation (default 0.2)
                fold:int|None=None, # fold k of `n_folds` (cross-validation)
                n_folds:int|None=None, # number of folds
                max_cases:int|None=None, # use at most this many cases (smoke runs)
@@ -362,10 +358,9 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     size = tuple(int(o) for o in size)
     shape = tuple(int(o) for o in (patch if (mode=='patch' and patch is not None) else size))
     if len(shape)!=3: raise ValueError(f"a 3D size is (D, H, W), got {shape}")
+    if mode=='resize': check_resolution(cache, shape[1:])       # no resampling a --size cache up to the grid
     man = load_manifest(cache)
-    tbl = limit_cases(without_cases(case_table(man), test_cases, valid_cases), max_cases, valid_cases, seed)
-    train_cases, valid_cases = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds,
-                                             seed=seed, stratify=stratify)
+    train_cases, valid_cases = split_cases(man, valid_pct, valid_cases, fold, n_folds, stratify, max_cases, seed, test_cases)
     train_cases, valid_cases = [str(c) for c in train_cases], [str(c) for c in valid_cases]
     cfg = fit_intensity(intensity or {'kind': 'clip', 'lo': -100, 'hi': 400}, cache, train_cases)
     tfm = intensity_from_config(cfg)

@@ -63,7 +63,7 @@ def demo(out='lits_demo', # folder for everything the demo writes
     per_case, summary = evaluate_folder(out/'pred', seg, out=out/'metrics.csv', n_boot=200, verbose=False)
     img,_ = read_canonical(vol); pred,_ = read_canonical(written[0]); gt,_ = read_canonical(seg)
     fig = plot_prediction(to_slices(img), to_slices(pred), to_slices(gt), title=f"held-out case {held}")
-    save_figure(fig, out/'demo.png')
+    save_figure(fig, out/'demo.png', close=True)
     return dict(train_cases=train_cases, valid_cases=valid, test_case=held, model=model_file, mask=written[0],
                 metrics=per_case, picture=out/'demo.png', seconds=time.time()-t0)
 

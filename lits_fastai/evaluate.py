@@ -14,21 +14,21 @@ from scipy import stats
 from fastcore.script import call_parse
 from fastcore.parallel import parallel
 from .core import (BadInputError, is_nifti, nifti_stem, read_canonical, atomic_path, cli_compat, bbox,
-                              label_components, component_sizes)
+                              label_components, component_sizes, region_mask, slabs)
+from .discover import case_sort_key
 
 # %% auto #0
 __all__ = ['CLASSES', 'EXTRA_CLASSES', 'ALL_CLASSES', 'LITS_CONNECTIVITY', 'CONFUSION_COLS', 'surface_rule', 'class_mask',
-           'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics', 'label_lesions', 'detect_lesions',
-           'tumor_burden', 'case_metrics', 'case_id', 'label_files', 'read_labels', 'check_same_grid', 'evaluate_case',
-           'bootstrap_ci', 'summarize', 'summary_path', 'pair_cases', 'write_csv', 'evaluate_folder', 'paired_test',
-           'confusion_total', 'write_pictures', 'lits_evaluate']
+           'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics', 'detect_lesions', 'tumor_burden',
+           'case_metrics', 'confusion_matrix', 'case_id', 'label_files', 'read_labels', 'check_same_grid',
+           'evaluate_case', 'bootstrap_ci', 'summarize', 'summary_path', 'pair_cases', 'write_csv', 'evaluate_folder',
+           'paired_test', 'confusion_total', 'write_pictures', 'lits_evaluate']
 
 # %% ../nbs/31_evaluate.ipynb #8da04a6c
 CLASSES = ('liver', 'tumor')
 EXTRA_CLASSES = ('parenchyma',)
 ALL_CLASSES = CLASSES + EXTRA_CLASSES
 LITS_CONNECTIVITY = 2
-_CLASS_MASK = {'liver': lambda y: y>0, 'tumor': lambda y: y==2, 'parenchyma': lambda y: y==1}
 
 def surface_rule(connectivity:int) -> str:
     "The surface neighbourhood `connectivity` in words, as tables and printed output name it"
@@ -38,8 +38,8 @@ def surface_rule(connectivity:int) -> str:
 def class_mask(lbl:np.ndarray, # label map with values 0, 1, 2
                cls:str, # 'liver' (labels 1 and 2), 'tumor' (label 2) or 'parenchyma' (label 1: liver without tumour)
               )->np.ndarray: # boolean mask
-    "The LiTS mask of `cls` in the label map `lbl`"
-    return _CLASS_MASK[cls](np.asarray(lbl))
+    "The LiTS mask of `cls` in the label map `lbl` (`core.region_mask`)"
+    return region_mask(np.asarray(lbl), cls)
 
 # %% ../nbs/31_evaluate.ipynb #479b9954
 def _crop(*ms, margin:int=1) -> tuple:
@@ -96,11 +96,6 @@ def overlap_metrics(pred:np.ndarray, # binary predicted mask
     return dict(**r, empty=empty, pred_vox=p, gt_vox=g, inter_vox=i, pred_ml=p*ml, gt_ml=g*ml)
 
 # %% ../nbs/31_evaluate.ipynb #a8f06e89
-def label_lesions(mask:np.ndarray, # binary tumour mask
-                 )->tuple: # (label array, number of lesions)
-    "Connected components of `mask` with full connectivity (26 neighbours in 3D)"
-    return label_components(mask)
-
 def detect_lesions(pred:np.ndarray, # binary predicted tumour mask
                    gt:np.ndarray, # binary true tumour mask
                    min_overlap:float=0.5, # a matched group is detected when its IoU exceeds this (LiTS: 0.5)
@@ -111,7 +106,7 @@ def detect_lesions(pred:np.ndarray, # binary predicted tumour mask
     n_p = n_g = n_det = n_tp = 0
     if pred.any() or gt.any():
         sl = _crop(pred, gt, margin=0)
-        (pl,n_p),(gl,n_g) = label_lesions(pred[sl]),label_lesions(gt[sl])
+        (pl,n_p),(gl,n_g) = label_components(pred[sl]),label_components(gt[sl])
     if n_p and n_g:
         both = (pl>0) & (gl>0)
         I = np.zeros((n_p, n_g)); np.add.at(I, (pl[both]-1, gl[both]-1), 1)      # voxel overlaps of lesion pairs
@@ -147,8 +142,26 @@ def case_metrics(pred:np.ndarray, # predicted label map, values 0, 1, 2
     if pred.shape!=gt.shape: raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
     res = {c: overlap_metrics(class_mask(pred, c), class_mask(gt, c), spacing, connectivity) for c in ALL_CLASSES}
     tb_p,tb_g = tumor_burden(pred),tumor_burden(gt)
-    res['tumor'].update(detect_lesions(pred==2, gt==2, min_overlap), tb_pred=tb_p, tb_gt=tb_g, tb_error=abs(tb_p-tb_g))
+    res['tumor'].update(detect_lesions(class_mask(pred, 'tumor'), class_mask(gt, 'tumor'), min_overlap), tb_pred=tb_p, tb_gt=tb_g, tb_error=abs(tb_p-tb_g))
     return res
+
+# %% ../nbs/31_evaluate.ipynb #f2fe2a30
+CONFUSION_COLS = [f"conf_gt{i}_pred{j}" for i in range(3) for j in range(3)]   # voxel counts of (true, predicted) labels
+
+def confusion_matrix(pred, # predicted labels, any shape (numpy array or tensor)
+                     gt, # true labels of the same shape
+                     n_classes:int=3, # labels are 0 .. n_classes-1
+                     block:int=1<<24, # about this many voxels counted at a time (bounded temporaries)
+                    )->np.ndarray: # (n_classes, n_classes) int64 counts, rows true, columns predicted
+    "Counts of (true, predicted) label pairs, a block of slices at a time"
+    p,g = (np.atleast_1d(np.asarray(o.detach().cpu() if hasattr(o, 'detach') else o)) for o in (pred, gt))
+    if p.shape!=g.shape: raise ValueError(f"pred has shape {p.shape}, gt {g.shape}")
+    cm = np.zeros(n_classes**2, np.int64)
+    for s in slabs(g, block):
+        a,b = g[s].astype(np.int64).ravel(),p[s].astype(np.int64).ravel()
+        if a.size and (min(a.min(), b.min())<0 or max(a.max(), b.max())>=n_classes): raise ValueError(f"labels must be in 0..{n_classes-1}")
+        cm += np.bincount(a*n_classes + b, minlength=n_classes**2)
+    return cm.reshape(n_classes, n_classes)
 
 # %% ../nbs/31_evaluate.ipynb #9cbb8d39
 def case_id(fn) -> str:
@@ -156,8 +169,6 @@ def case_id(fn) -> str:
     s = nifti_stem(fn)
     nums = re.findall(r'\d+', s)
     return str(int(nums[0])) if len(nums)==1 else s
-
-def _case_key(c:str): return (0, int(c), '') if c.isdigit() else (1, 0, c)
 
 def label_files(path) -> tuple: # ({case: file}, [problems])
     "The NIfTI label files in the folder `path` (or `path` itself if it is a file) by case id, and the problems found"
@@ -176,7 +187,7 @@ def label_files(path) -> tuple: # ({case: file}, [problems])
         if len(fs)>1: fs = [f for f in fs if not nifti_stem(f).lower().startswith('volume')] or fs
         if len(fs)==1: out[c] = fs[0]
         else: problems.append(str(BadInputError(fs[0], f"case {c} has {len(fs)} files: {', '.join(f.name for f in fs)}")))
-    return dict(sorted(out.items(), key=lambda o: _case_key(o[0]))),problems
+    return dict(sorted(out.items(), key=lambda o: case_sort_key(o[0]))),problems
 
 def read_labels(fn) -> tuple: # (uint8 canonical label array, Geometry)
     "Read a LiTS label map canonically and check that its values are 0, 1, 2"
@@ -201,14 +212,6 @@ def check_same_grid(pred_fn, pg, gt_fn, gg):
     if err > 0.1*min(gg.spacing):
         raise BadInputError(pred_fn, f"shape/affine mismatch with {Path(gt_fn).name}: voxel positions differ by up to {err:.3g} mm")
 
-CONFUSION_COLS = [f"conf_gt{i}_pred{j}" for i in range(3) for j in range(3)]   # voxel counts of (true, predicted) labels
-
-def _confusion(p:np.ndarray, g:np.ndarray, block:int=1<<24) -> np.ndarray:
-    "3x3 counts of (true, predicted) labels of the 0/1/2 label maps `g`, `p`, a block of slices at a time (bounded memory)"
-    cm,n = np.zeros(9, np.int64),max(1, block//max(1, g[..., :1].size))
-    for z in range(0, g.shape[-1], n): cm += np.bincount(g[..., z:z+n].astype(np.intp).ravel()*3 + p[..., z:z+n].ravel(), minlength=9)
-    return cm.reshape(3, 3)
-
 def evaluate_case(pred_fn, # predicted label map (NIfTI)
                   gt_fn, # true label map (NIfTI); its header gives the spacing
                   connectivity:int=LITS_CONNECTIVITY, # surface neighbourhood, see `surface` (2, the LiTS scorer's)
@@ -222,7 +225,7 @@ def evaluate_case(pred_fn, # predicted label map (NIfTI)
     sp = gg.spacing
     res = case_metrics(p, g, sp, connectivity, min_overlap)
     info = dict(spacing_x=sp[0], spacing_y=sp[1], spacing_z=sp[2], pred_file=str(pred_fn), gt_file=str(gt_fn),
-                **dict(zip(CONFUSION_COLS, _confusion(p, g).ravel().tolist())))
+                **dict(zip(CONFUSION_COLS, confusion_matrix(p, g).ravel().tolist())))
     return [dict(case=case or case_id(gt_fn), cls=c, **res[c], connectivity=connectivity, **info) for c in ALL_CLASSES]
 
 # %% ../nbs/31_evaluate.ipynb #28d05f0d
@@ -230,14 +233,14 @@ def bootstrap_ci(x, # per-case values (NaN are left out)
                  n_boot:int=1000, # number of resamples
                  ci:float=0.95, # coverage of the interval
                  seed:int=0, # random seed: the same seed gives the same interval
-                 stat=np.mean, # statistic, called with an array and `axis=1`
+                 stat=np.mean, # statistic, called with an array and `axis`
                 )->tuple: # (low, high)
-    "Percentile bootstrap confidence interval of `stat` over cases"
+    "Percentile bootstrap confidence interval of `stat` over cases (`scipy.stats.bootstrap`)"
     x = np.asarray(x, float)
     x = x[~np.isnan(x)]
-    if not len(x): return (float('nan'), float('nan'))
-    s = stat(x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))], axis=1)
-    return tuple(float(o) for o in np.quantile(s, [(1-ci)/2, (1+ci)/2]))
+    if len(x)<2: return (float(x[0]),)*2 if len(x) else (float('nan'),)*2      # one case: nothing to resample
+    r = stats.bootstrap((x,), stat, n_resamples=n_boot, confidence_level=ci, method='percentile', random_state=np.random.default_rng(seed))
+    return float(r.confidence_interval.low),float(r.confidence_interval.high)
 
 def summarize(per_case:pd.DataFrame, # per-case table from `evaluate_folder` (one row per case and class)
               n_boot:int=1000, # bootstrap resamples for the confidence interval of the mean Dice
@@ -290,7 +293,7 @@ def _score(pair, connectivity, min_overlap):
 
 def _sort_cases(df):
     if not len(df): return df
-    key = df['case'].map(_case_key)
+    key = df['case'].map(case_sort_key)
     return df.assign(_k=key, _c=df['cls'].map(ALL_CLASSES.index)).sort_values(['_k', '_c']).drop(columns=['_k', '_c']).reset_index(drop=True)
 
 def write_csv(df:pd.DataFrame, fn, **kwargs) -> Path:

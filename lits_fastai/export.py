@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.script import call_parse
-from .core import LitsError, BadInputError, atomic_path, cli_compat
-from .learner import check_contract, _why
+from .core import LitsError, BadInputError, atomic_path, cli_compat, error_line
+from .learner import check_contract
 from .inference import as_model, Ensemble
 
 # %% auto #0
@@ -43,6 +43,11 @@ def input_shape(c:dict, bs:int=1) -> tuple:
     sz = sz[-2:] if c['dims']==2 else sz
     return (bs, int(c['model_kwargs'].get('n_in', 1)), *(sz*2 if len(sz)==1 else sz))
 
+def _dynamic(c:dict) -> dict:
+    "Dynamic axes of the graph: the batch; height and width too for a model at a fixed pixel spacing, which sees each scan at its own size"
+    ax = {0: 'batch', 2: 'height', 3: 'width'} if c.get('spacing') else {0: 'batch'}
+    return {'x': ax, 'logits': ax}
+
 def export_onnx(model, # model file, run folder, fastai `Learner`, or `(nn.Module, contract)`
                 fn, # the ONNX file to write
                 opset:int=17, # ONNX opset
@@ -60,7 +65,7 @@ def export_onnx(model, # model file, run folder, fastai `Learner`, or `(nn.Modul
         with warnings.catch_warnings(), _positive_movedim():    # not under no_grad: its fused Transformer kernel does not export
             warnings.simplefilter('ignore')
             torch.onnx.export(m, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=['x'], output_names=['logits'],
-                              dynamic_axes={'x': {0: 'batch'}, 'logits': {0: 'batch'}})
+                              dynamic_axes=_dynamic(c))
         g = onnx.load(str(tmp))
         onnx.helper.set_model_props(g, {'lits_fastai': json.dumps(c)})
         onnx.save(g, str(tmp))
@@ -95,7 +100,7 @@ def _session(fn):
     fn = Path(fn)
     if not fn.exists(): raise BadInputError(fn, 'model file not found')
     try: return OnnxModel(fn)
-    except Exception as e: raise BadInputError(fn, f"not a valid ONNX model file ({_why(e)[:160]})") from None
+    except Exception as e: raise BadInputError(fn, f"not a valid ONNX model file ({error_line(e)[:160]})") from None
 
 def _contract(fn, sess) -> dict:
     meta = sess.get_modelmeta().custom_metadata_map

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, to_canonical, from_canonical,
-                              to_slices, from_slices, save_nifti, save_image, atomic_path, is_nifti, nifti_stem, cli_compat,
+                              to_slices, from_slices, save_nifti, save_image, nifti_like, atomic_path, is_nifti, nifti_stem, cli_compat,
                               bbox, slabs, label_components, component_sizes, axial_slice)
 from .transforms import intensity_from_config
-from .data import slice_input, context_index, resize_chw, _size
+from .data import slice_input, context_index, resize_chw, as_hw, plane_shape
 from .learner import load_model_file, model_contract, read_contract
 
 # %% auto #0
@@ -46,7 +46,9 @@ def as_model(model, # model file (.safetensors, or .onnx from `lits-export`), ru
 ENSEMBLE_FORMAT = 'lits_fastai.ensemble/1'
 ENSEMBLE_SHARED = ('dims', 'mode', 'target', 'classes', 'size', 'context')   # what every member of an ensemble must share
 
-def _shared(c:dict) -> dict: return {**{k: c.get(k) for k in ENSEMBLE_SHARED}, 'intensity': (c.get('intensity') or {}).get('kind')}
+def _shared(c:dict) -> dict:
+    "What members must share; a model at a fixed pixel spacing sees each scan at its own size, so its patch `size` may differ"
+    return {**{k: c.get(k) for k in ENSEMBLE_SHARED if not (k=='size' and c.get('spacing'))}, 'intensity': (c.get('intensity') or {}).get('kind')}
 
 def check_members(contracts, # the members' contracts
                   names, # their file names, for the message
@@ -130,7 +132,7 @@ def write_ensemble(folder, # the ensemble folder to write
     return folder
 
 # %% ../nbs/30_inference.ipynb #a7c2e4d1
-_POINTWISE = ('window', 'clip', 'hist', 'window_hist')   # intensity kinds that map every voxel on its own
+_POINTWISE = ('window', 'clip', 'hist', 'window_hist', 'ct_norm')   # intensity kinds that map every voxel on its own
 
 class SliceInput:
     "The network input of slices of `stack`, as `data.slice_input` makes it, through a lookup table where that is exact"
@@ -153,7 +155,7 @@ class SliceInput:
         x = np.empty((len(zs), self.ctx, len(self.lut), H, W), np.float32)
         for c,t in enumerate(self.lut): x[:, :, c] = t[idx]
         x = x.reshape(len(zs), -1, H, W)
-        return np.stack([resize_chw(o, self.size) for o in x]) if self.size is not None and tuple(_size(self.size))!=(H, W) else x
+        return np.stack([resize_chw(o, self.size) for o in x]) if self.size is not None and tuple(as_hw(self.size))!=(H, W) else x
 
 # %% ../nbs/30_inference.ipynb #52f91cd2
 def _probs(model, x, binary):
@@ -182,34 +184,55 @@ class SliceProbs:
                  stack:np.ndarray, # (Z,H,W) slice stack in HU
                  tta:bool=False, # average over flips
                  channels_last:bool|None=None, # NHWC memory layout for the convolutions (default: on CUDA, where it is faster)
+                 spacing=None, # the stack's pixel spacing (row, column) in mm: needed by models trained at a fixed pixel spacing
                 ):
         self.members,self.tta,self.hw = _members(model, contract),tta,tuple(stack.shape[1:])
-        size,ctx = contract['size'],int(contract.get('context', 1) or 1)
-        self.size = (size, size) if isinstance(size, int) else tuple(size)[-2:]
-        self.inputs = [SliceInput(stack, c['intensity'], ctx, self.size) for _,c in self.members]   # each member's own statistics
+        ctx = int(contract.get('context', 1) or 1)
+        self.sizes = [self._member_size(c, spacing) for _,c in self.members]
+        self.inputs = [SliceInput(stack, c['intensity'], ctx, s) for (_,c),s in zip(self.members, self.sizes)]   # each member's own statistics
         self.binary = len(contract['classes'])==2
         self.device = next(model.parameters()).device
         self.cl = self.device.type=='cuda' if channels_last is None else channels_last
         if self.cl:
             for m,_ in self.members: m.to(memory_format=torch.channels_last)
 
+    def _member_size(self, c, spacing) -> tuple:
+        "The size member `c` sees a slice at: resampled to its pixel spacing, or resized to its `size`"
+        if c.get('spacing'):
+            if spacing is None: raise LitsError("this model works at a fixed pixel spacing: predict_slices needs the stack's `spacing`")
+            return plane_shape(self.hw, spacing, c['spacing'])
+        size = c['size']
+        return (size, size) if isinstance(size, int) else tuple(size)[-2:]
+
     def __call__(self, zs)->torch.Tensor: # float32 `(len(zs), n, H, W)`: n is 1 (binary) or 3
         p = None
         with torch.inference_mode(), autocast_for(self.device):
-            for (m,_),inp in zip(self.members, self.inputs):
+            for (m,c),inp,size in zip(self.members, self.inputs, self.sizes):
                 x = torch.from_numpy(inp(zs)).to(self.device, next(m.parameters()).dtype)
+                if c.get('spacing'): x = _pad_to(x, 32)                  # a whole slice at the model's spacing: any multiple of 32
                 if self.cl: x = x.contiguous(memory_format=torch.channels_last)
-                q = _tta_probs(m, x, self.binary, self.tta).float()
+                q = _tta_probs(m, x, self.binary, self.tta).float()[..., :size[0], :size[1]]
+                if tuple(size)!=self.hw: q = F.interpolate(q, size=self.hw, mode='bilinear', align_corners=False)
                 p = q if p is None else p.add_(q)
             if len(self.members)>1: p /= len(self.members)
-            if self.hw!=self.size: p = F.interpolate(p, size=self.hw, mode='bilinear', align_corners=False)
         return p
+
+def _pad_to(x:torch.Tensor, m:int) -> torch.Tensor:
+    "`x` (B,C,H,W) padded at the bottom and right to multiples of `m`, with each item's lowest value (air, as training pads)"
+    H,W = x.shape[-2:]
+    Hp,Wp = -(-H//m)*m,-(-W//m)*m
+    if (Hp, Wp)==(H, W): return x
+    out = x.amin((1, 2, 3), keepdim=True).expand(-1, x.shape[1], Hp, Wp).clone()
+    out[..., :H, :W] = x
+    return out
 
 @torch.inference_mode()
 def predict_slices(model, contract:dict, stack:np.ndarray, # (Z,H,W) slice stack in HU
-                   bs:int=16, tta:bool=False, probs:bool=False, pbar:bool=True):
+                   bs:int=16, tta:bool=False, probs:bool=False, pbar:bool=True,
+                   spacing=None, # the stack's pixel spacing (row, column) in mm (models trained at a fixed spacing need it)
+                  ):
     "Label map `(Z,H,W)` uint8 (and optionally foreground probabilities) of a slice stack with a 2D/2.5D model or ensemble"
-    sp = SliceProbs(model, contract, stack, tta)
+    sp = SliceProbs(model, contract, stack, tta, spacing=spacing)
     Z,H,W = stack.shape
     out = np.zeros((Z,H,W), np.uint8)
     pmap = np.zeros((Z,H,W), np.float16) if probs else None
@@ -378,17 +401,12 @@ def predict_volume(model, # model file, run or ensemble folder, list of model fi
     can = to_canonical(arr, g)
     stack = np.flip(np.swapaxes(can, 0, 2), (1, 2)) if c['dims']==2 else to_slices(can)   # 2D: a view, read batch by batch
     del arr, can
-    res = predict_slices(m, c, stack, bs=bs, tta=tta, probs=probs, pbar=pbar) if c['dims']==2 else predict_volume3d(m, c, stack, tta=tta, probs=probs, sw_batch_size=sw_batch_size)
-    lab,pm = res if probs else (res, None)
     sx,sy,sz = g.spacing
+    res = predict_slices(m, c, stack, bs=bs, tta=tta, probs=probs, pbar=pbar, spacing=(sy, sx)) if c['dims']==2 else predict_volume3d(m, c, stack, tta=tta, probs=probs, sw_batch_size=sw_batch_size)
+    lab,pm = res if probs else (res, None)
     apply_postprocess(lab, (sz, sy, sx), post_config(post, c), c.get('target', 'multiclass'))
-    def _img(a, dtype):
-        out = np.ascontiguousarray(from_canonical(from_slices(a), g), dtype=dtype)
-        hdr = g.header.copy() if g.header is not None else None
-        im = nib.Nifti1Image(out, g.affine, hdr); im.set_data_dtype(dtype); im.header.set_slope_inter(1, 0)
-        return im
-    res = _img(lab, np.uint8)
-    return (res, _img(pm.astype(np.float32), np.float32)) if probs else res
+    res = nifti_like(from_slices(lab), g)
+    return (res, nifti_like(from_slices(pm.astype(np.float32)), g, dtype=np.float32)) if probs else res
 
 # %% ../nbs/30_inference.ipynb #d52f8ba1
 def overlay_png(volume, # CT volume: NIfTI file name or nibabel image

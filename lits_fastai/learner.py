@@ -7,7 +7,6 @@ from __future__ import annotations
 import json, inspect, random, warnings, copy, math, contextlib
 from dataclasses import replace
 from functools import partial
-from types import MethodType
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,14 +16,14 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.learner import Learner
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelEpochException
 from fastai.callback.tracker import SaveModelCallback, ReduceLROnPlateau
 from fastai.callback.training import GradientClip
 from fastai.callback.progress import CSVLogger
 from fastai.optimizer import Adam, SGD
 import fastai.callback.schedule  # adds Learner.fit_one_cycle
 import lits_fastai
-from .core import LitsError, BadInputError, atomic_path
+from .core import LitsError, BadInputError, atomic_path, error_line
 from .recipes import Recipe, get_recipe
 from .models import build_model, MODELS, MODEL_INFO
 from .transforms import intensity_from_config
@@ -34,8 +33,8 @@ from .tracking import tracking_callbacks
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'recipe_opt', 'recipe_loss', 'n_classes', 'EpochCheckpoint', 'resume_from', 'HistoryLogger',
-           'trim_history', 'build_learner', 'model_contract', 'save_model_file', 'check_contract', 'read_contract',
-           'check_weights', 'load_model_file']
+           'trim_history', 'LitsLearner', 'build_learner', 'model_contract', 'save_model_file', 'check_contract',
+           'read_contract', 'check_weights', 'load_model_file']
 
 # %% ../nbs/23_learner.ipynb #39316859
 def recipe_opt(r:Recipe):
@@ -107,20 +106,6 @@ def resume_from(learn:Learner, fname='last.pth') -> int:
         if st is not None and getattr(dl, 'rng', None) is not None: dl.rng.setstate(st)
     return state['epoch'] + 1
 
-class _EpochOffset(Callback):
-    "Number the epochs of a resumed fit from where the interrupted one stopped"
-    order = -10  # before the Recorder logs the epoch number
-    def __init__(self, offset:int): self.offset = offset
-    def before_epoch(self):
-        mb = getattr(getattr(self.learn, 'progress', None), 'mbar', None)
-        if self.epoch==0 and mb is not None:        # fastprogress's bar must start at 0; it then shows the epochs of the whole run
-            mb.update(0)
-            if getattr(mb.main_bar, 'total', None) is not None: mb.main_bar.total += self.offset
-        s, sm = getattr(self.learn, '_resume_smooth', None), getattr(getattr(self.learn, 'recorder', None), 'smooth_loss', None)
-        if self.epoch==0 and s is not None and sm is not None:   # the smoothed train_loss goes on from the interrupted run's
-            sm.count, sm.val = s['count'], s['val']; self.learn._resume_smooth = None
-        self.learn.epoch += self.offset
-
 class HistoryLogger(CSVLogger):
     "fastai's `CSVLogger`, writing the header only once when a resumed run appends to its log"
     def before_fit(self):
@@ -147,7 +132,8 @@ class _ResumableSave(SaveModelCallback):
         if getattr(self, '_resume_best', None) is not None: self.best = self._resume_best; self._resume_best = None
 
 # %% ../nbs/23_learner.ipynb #2cf910b7
-_DATA_ATTRS = ('intensity', 'size', 'context', 'train_cases', 'valid_cases', 'test_cases')   # what the DataLoaders tell inference
+_DATA_ATTRS = ('intensity', 'size', 'context', 'spacing', 'plan', 'train_cases', 'valid_cases', 'test_cases')   # what the DataLoaders tell inference
+_RUN_CBS = (CSVLogger, SaveModelCallback, ReduceLROnPlateau, EpochCheckpoint)   # the callbacks that belong to a training run
 
 def _data_attrs(dls) -> dict:
     "The `_DATA_ATTRS` that the factories (`slice_dls`, `png_dls`, `volume_dls`) set on `dls` itself"
@@ -157,6 +143,42 @@ def _n_in(dls) -> int:
     n = getattr(dls, 'n_channels', None)
     if n: return int(n)
     return int(dls.one_batch()[0].shape[1])
+
+class LitsLearner(Learner):
+    "A fastai `Learner` whose `validate` leaves the training run's files alone and whose `fit` resumes at `start_epoch`"
+    def validate(self, ds_idx=1, dl=None, cbs=None):
+        "fastai's `validate` without the callbacks of a training run (its log, best model, plateau and checkpoint)"
+        with self.removed_cbs([c for c in self.cbs if isinstance(c, _RUN_CBS)]): return super().validate(ds_idx=ds_idx, dl=dl, cbs=cbs)
+
+    def fit(self, n_epoch, lr=None, wd=None, cbs=None, reset_opt=False, start_epoch=0):
+        "fastai's `fit`, where `start_epoch` starts the epoch loop there: the epochs before it are not replayed"
+        self._start_epoch = start_epoch
+        try: super().fit(n_epoch, lr=lr, wd=wd, cbs=cbs, reset_opt=reset_opt)
+        finally: self._start_epoch = 0
+
+    def _do_fit(self):
+        start = getattr(self, '_start_epoch', 0)
+        if start: self._go_on()
+        for epoch in range(start, self.n_epoch):
+            self.epoch = epoch
+            self._with_events(self._do_epoch, 'epoch', CancelEpochException)
+
+    def _go_on(self):
+        "The progress bar and the smoothed train loss of a resumed fit go on from the interrupted one's"
+        mb = getattr(getattr(self, 'progress', None), 'mbar', None)
+        if mb is not None: mb.update(0)          # fastprogress starts its clock at 0; the bar shows the epochs of the whole run
+        s, sm = getattr(self, '_resume_smooth', None), getattr(getattr(self, 'recorder', None), 'smooth_loss', None)
+        if s is not None and sm is not None: sm.count, sm.val = s['count'], s['val']
+        self._resume_smooth = None
+
+def _factory_kwargs(r:Recipe, dls, pretrained, weights, model_kwargs) -> dict:
+    "Arguments of `r.arch`'s factory: the recipe's, the caller's, the encoder weights if it has them, the training size if it takes one"
+    info, mk = MODEL_INFO[r.arch], {**r.model_kwargs, **(model_kwargs or {})}
+    if info.get('pretrained'): mk.update(pretrained=pretrained, weights=weights)
+    if _accepts(MODELS[r.arch], 'img_size'):
+        sz, d = getattr(dls, 'size', r.size), info['dims']
+        mk.setdefault('img_size', (sz,)*d if isinstance(sz, int) else tuple(sz)[-d:])
+    return mk
 
 @delegates(Learner.__init__, but=['dls', 'model', 'loss_func', 'opt_func', 'lr', 'wd', 'metrics'])
 def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
@@ -170,16 +192,13 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
                   cbs=None, # extra callbacks
                   save_best:bool=True, # keep the best model by the recipe's monitor (SaveModelCallback)
                   log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (comma-separated for several), see `tracking`
-                  **kwargs) -> Learner:
-    "A fastai `Learner` for `arch` with its paper's recipe: loss, optimiser, weight decay, callbacks, metrics"
-    r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch or 'ltnet')
+                  **kwargs) -> LitsLearner:
+    "A `LitsLearner` for `arch` with its paper's recipe: loss, optimiser, weight decay, callbacks, metrics"
+    if 'auto' in (arch, recipe): r,arch = _auto_from(dls),None
+    else: r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch or 'ltnet')
     if arch is not None and arch!=r.arch: r = replace(r, arch=arch)
     n_out = n_classes(r)
-    mk = {**r.model_kwargs, **(model_kwargs or {})}
-    if r.arch=='ltnet' or r.arch.startswith('smp:'): mk.update(pretrained=pretrained, weights=weights)
-    if r.arch=='ltnet':
-        sz = getattr(dls, 'size', r.size)
-        mk.setdefault('img_size', (sz, sz) if isinstance(sz, int) else tuple(sz)[-2:])
+    mk = _factory_kwargs(r, dls, pretrained, weights, model_kwargs)
     n_in = _n_in(dls)
     model = build_model(r.arch, n_in=n_in, n_out=n_out, **mk)
     if loss is None: loss = recipe_loss(r)
@@ -192,24 +211,23 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     if r.clip: cbs.append(GradientClip(max_norm=r.clip))
     if kwargs.get('path') is not None: Path(kwargs['path']).mkdir(parents=True, exist_ok=True)
     kwargs.setdefault('model_dir', 'checkpoints')
-    learn = Learner(dls, model, loss_func=loss, opt_func=recipe_opt(r), lr=r.lr, wd=r.wd, metrics=metrics, cbs=cbs, **kwargs)
+    learn = LitsLearner(dls, model, loss_func=loss, opt_func=recipe_opt(r), lr=r.lr, wd=r.wd, metrics=metrics, cbs=cbs, **kwargs)
     learn.recipe = r
     learn.model_kwargs = {k:v for k,v in mk.items() if k not in ('pretrained', 'weights')}
     learn.data_contract = {'n_in': n_in, **_data_attrs(dls)}      # kept by `learn.export`, which empties the DataLoaders
     if torch.cuda.is_available(): learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-    learn.validate = MethodType(_validate, learn)
     return learn
 
-_RUN_CBS = (CSVLogger, SaveModelCallback, ReduceLROnPlateau, EpochCheckpoint)
-
-def _validate(learn, ds_idx=1, dl=None, cbs=None):
-    "`Learner.validate` without the callbacks that belong to a training run (its log, best model, plateau and checkpoint)"
-    with learn.removed_cbs([c for c in learn.cbs if isinstance(c, _RUN_CBS)]):
-        return Learner.validate(learn, ds_idx=ds_idx, dl=dl, cbs=cbs)
+def _auto_from(dls) -> Recipe:
+    "The `auto` recipe of DataLoaders made for it: their plan's, with what the DataLoaders themselves hold"
+    from lits_fastai.plan import plan_recipe
+    plan = getattr(dls, 'plan', None)
+    r = plan_recipe(plan) if plan else get_recipe('auto')
+    return replace(r, **{k: getattr(dls, k) for k in ('size', 'context', 'spacing', 'intensity') if getattr(dls, k, None) is not None})
 
 # %% ../nbs/23_learner.ipynb #b781fab6
 @patch
-def fit_recipe(self:Learner, 
+def fit_recipe(self:LitsLearner,
                epochs:int|None=None, # number of epochs (default: the recipe's)
                start_epoch:int=0, # epoch to start from (after `resume_from`)
                **kwargs):
@@ -217,8 +235,7 @@ def fit_recipe(self:Learner,
     r = self.recipe
     n = epochs or r.epochs
     if r.schedule=='one_cycle': return self.fit_one_cycle(n, r.lr, wd=r.wd, start_epoch=start_epoch, **kwargs)
-    cbs = L(kwargs.pop('cbs', None)) + ([_EpochOffset(start_epoch)] if start_epoch else [])
-    return self.fit(n-start_epoch, self.lr if start_epoch else r.lr, wd=r.wd, cbs=cbs, **kwargs)
+    return self.fit(n, self.lr if start_epoch else r.lr, wd=r.wd, start_epoch=start_epoch, **kwargs)
 
 # %% ../nbs/23_learner.ipynb #07c332a6
 MODEL_FORMAT = 'lits_fastai.model/1'
@@ -233,10 +250,13 @@ def model_contract(learn:Learner) -> dict:
          'dims': r.dims, 'mode': r.mode, 'target': r.target,
          'classes': ['background', 'liver', 'tumor'] if n_out==3 else ['background', r.target],
          'intensity': d.get('intensity', r.intensity), 'size': d.get('size', r.size), 'context': d.get('context', r.context),
+         'spacing': d.get('spacing', getattr(r, 'spacing', None)), # pixel spacing (mm) slices are resampled to; None: whole slices resized to `size`
          'train_cases': [str(o) for o in d.get('train_cases', [])],
          'valid_cases': [str(o) for o in d.get('valid_cases', [])],
          'test_cases': [str(o) for o in d.get('test_cases', [])], # held out of training, validation and intensity fitting
-         'recipe': r.to_dict()}
+         'recipe': r.to_dict(),
+         **({'plan': d['plan']} if d.get('plan') else {}),
+         **({'postprocess': learn.postprocess} if getattr(learn, 'postprocess', None) is not None else {})}
     return json.loads(json.dumps(c, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
 
 def save_model_file(learn:Learner, fn, contract:dict|None=None) -> Path:
@@ -284,7 +304,7 @@ def check_contract(c, # a contract read from a model file
     arch,kw = c['arch'],c['model_kwargs']
     if not isinstance(arch, str): bad("'arch' must be a model name")
     try: MODELS[arch]; info = MODEL_INFO[arch]
-    except Exception as e: bad(f"unknown arch {arch[:80]!r} ({_why(e)[:160]})")
+    except Exception as e: bad(f"unknown arch {arch[:80]!r} ({error_line(e)[:160]})")
     if not isinstance(kw, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kw): bad("'model_kwargs' must map argument names to values")
     for k,v in kw.items():
         if not _json_ok(v): bad(f"model argument {k!r} must be a JSON number, string or short list (integers up to {_MAX_INT})")
@@ -298,13 +318,17 @@ def check_contract(c, # a contract read from a model file
     sz = list(c['size']) if isinstance(c['size'], (list, tuple)) else [c['size']]
     if not (sz and len(sz)<=3 and all(_is_int(o) and 1<=o<=_MAX_SIZE for o in sz)): bad(f"'size' must be 1 to 3 integers from 1 to {_MAX_SIZE}")
     if math.prod(sz)>_MAX_VOXELS: bad(f"'size' {sz} has more than {_MAX_VOXELS} voxels")
+    sp = c.get('spacing')
+    if sp is not None and not (isinstance(sp, (int, float)) and not isinstance(sp, bool) and 0.01<=sp<=100): bad("'spacing' must be a pixel size in mm from 0.01 to 100")
+    pp = c.get('postprocess')
+    if pp is not None and not (isinstance(pp, dict) and all(isinstance(k, str) and _json_ok(v) for k,v in pp.items())): bad("'postprocess' must map step names to values")
     ctx = c.get('context', 1)
     if ctx is not None and not (_is_int(ctx) and 1<=ctx<=64): bad("'context' must be an integer from 1 to 64")
     for k in ('mode', 'target'):
         if c.get(k) is not None and not isinstance(c[k], str): bad(f"{k!r} must be a string")
     if not isinstance(c['intensity'], dict): bad("'intensity' must be a JSON object")
     try: intensity_from_config(c['intensity'])
-    except Exception as e: bad(f"'intensity' ({_why(e)[:160]})")
+    except Exception as e: bad(f"'intensity' ({error_line(e)[:160]})")
     return c
 
 def read_contract(fn) -> dict:
@@ -328,11 +352,6 @@ def _read_header(fn) -> tuple:
     try: c = json.loads(meta['lits_fastai'])
     except ValueError: raise BadInputError(fn, 'bad model contract: not JSON') from None
     return check_contract(c, fn), shapes
-
-def _why(e:BaseException) -> str:
-    "An exception as one short line: its type and the first line of its message"
-    msg = str(e).splitlines()[0][:200] if str(e).strip() else ''
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 # %% ../nbs/23_learner.ipynb #e5a709d4
 class _MetaBuild(DeviceContext):
@@ -372,7 +391,7 @@ def check_weights(c:dict, # a checked contract (`check_contract`)
             warnings.simplefilter('ignore')
             m = build_model(c['arch'], **_model_kwargs(c), pretrained=False)
     except BadInputError: raise
-    except Exception as e: raise BadInputError(fn, f"the model arguments do not build {c['arch']} ({_why(e)})") from None
+    except Exception as e: raise BadInputError(fn, f"the model arguments do not build {c['arch']} ({error_line(e)})") from None
     alias = {}
     for n,t in [*m.named_parameters(remove_duplicate=False), *m.named_buffers(remove_duplicate=False)]: alias.setdefault(id(t), []).append(n)
     alias = {n: g for g in alias.values() for n in g}        # a tensor shared by several names is stored once
@@ -396,9 +415,9 @@ def load_model_file(fn, # a model file written by `save_model_file` / `lits-trai
         if not allow_pickle: raise BadInputError(fn, 'pickled files can run code when loaded: refused (for a file you trust: lits-predict --allow-pickle, or allow_pickle=True)')
         from fastai.learner import load_learner
         try: learn = load_learner(fn, cpu=str(device)=='cpu')
-        except Exception as e: raise BadInputError(fn, f"not a loadable fastai Learner ({_why(e)})") from None
+        except Exception as e: raise BadInputError(fn, f"not a loadable fastai Learner ({error_line(e)})") from None
         try: return learn.model.to(device).eval(), model_contract(learn)
-        except Exception as e: raise BadInputError(fn, f"this Learner has no lits_fastai model contract ({_why(e)})") from None
+        except Exception as e: raise BadInputError(fn, f"this Learner has no lits_fastai model contract ({error_line(e)})") from None
     if not fn.exists(): raise BadInputError(fn, 'model file not found')
     if fn.suffix=='.onnx':
         from lits_fastai.export import load_onnx
@@ -409,5 +428,5 @@ def load_model_file(fn, # a model file written by `save_model_file` / `lits-trai
         warnings.simplefilter('ignore')
         model = build_model(c['arch'], **_model_kwargs(c), pretrained=False)
     try: load_model(model, str(fn), strict=True, device=str(device))
-    except Exception as e: raise BadInputError(fn, f"weights do not load ({_why(e)})") from None
+    except Exception as e: raise BadInputError(fn, f"weights do not load ({error_line(e)})") from None
     return model.to(device).eval(), c

@@ -9,10 +9,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.meta import delegates
+from .core import region_mask
 
 # %% auto #0
-__all__ = ['FG_LABEL', 'LOSSES', 'check_target', 'task_mask', 'SegLoss', 'CELoss', 'FocalLoss', 'DiceLoss', 'FocalTverskyLoss',
-           'CompoundLoss', 'HybridLoss', 'BCEDiceLoss', 'AdvancedComboLoss', 'get_loss']
+__all__ = ['FG_LABEL', 'LOSSES', 'check_target', 'task_mask', 'plain_tensor', 'SegLoss', 'CELoss', 'FocalLoss', 'DiceLoss',
+           'FocalTverskyLoss', 'CompoundLoss', 'HybridLoss', 'BCEDiceLoss', 'AdvancedComboLoss', 'get_loss']
 
 # %% ../nbs/20_losses.ipynb #cf3c3bba
 FG_LABEL = {'liver': 1, 'tumor': 2}
@@ -30,10 +31,12 @@ def task_mask(y:Tensor, # LiTS label map (0 background, 1 liver, 2 tumour), any 
              ) -> Tensor: # 0/1 mask as int64, same shape as `y`
     "The 0/1 mask of the binary task `target` in the label map `y`, as LiTS scores it"
     t = check_target(target)
-    return (y==2).long() if t=='tumor' else (y>=1).long() if t=='liver' else (y>0).long()
+    return (region_mask(y, t) if t else y>0).long()
 
 # %% ../nbs/20_losses.ipynb #afc74d5f
-def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) and type(t) is not Tensor else t
+def plain_tensor(t):
+    "`t` as a plain `torch.Tensor` (fastai's typed tensors dispatch every operation; losses and metrics need none of it)"
+    return t.as_subclass(Tensor) if isinstance(t, Tensor) and type(t) is not Tensor else t
 
 def _reduce(px:Tensor, # per-pixel (or per-voxel) loss (B, ...)
             reduction:str # 'mean': over everything; 'none': one value per item
@@ -54,7 +57,7 @@ class SegLoss(nn.Module):
 
     def prepare(self, pred:Tensor, targ:Tensor) -> tuple[Tensor, Tensor]:
         "Float32 logits `(B,C,...)` and int64 targets `(B,...)` of the task"
-        x,y = _plain(pred).float(),_plain(targ)
+        x,y = plain_tensor(pred).float(),plain_tensor(targ)
         if x.ndim<3: raise ValueError(f"expected logits (B, C, ...) with spatial dimensions, got shape {tuple(x.shape)}")
         if y.ndim==x.ndim and y.shape[1]==1: y = y[:, 0]
         want = x.shape[:1] + x.shape[2:]

@@ -8,7 +8,8 @@ import math
 import torch
 from torch import Tensor
 from fastai.learner import Metric
-from .losses import check_target, task_mask
+from . import core
+from .losses import check_target, task_mask, plain_tensor
 
 # %% auto #0
 __all__ = ['LITS_METRICS', 'region_mask', 'seg_labels', 'LitsMetric', 'RegionScore', 'LiverDice', 'TumorDice', 'LiverIoU',
@@ -21,9 +22,7 @@ def region_mask(lab:Tensor, # label map (0 background, 1 liver, 2 tumour)
     "The LiTS region `region` of a label map"
     r = check_target(region)
     if r is None: raise ValueError(f"region must be 'liver' or 'tumor', got {region!r}")
-    return lab==2 if r=='tumor' else lab>=1
-
-def _plain(t): return t.as_subclass(Tensor) if isinstance(t, Tensor) and type(t) is not Tensor else t
+    return core.region_mask(lab, r)
 
 def seg_labels(pred:Tensor, # logits (B,C,...)
                targ:Tensor, # LiTS label maps (B,...) or (B,1,...)
@@ -31,7 +30,7 @@ def seg_labels(pred:Tensor, # logits (B,C,...)
                thresh:float=0.5 # probability threshold of a sigmoid output
               ) -> tuple: # (predicted labels, true labels, task or None)
     "Predicted and true label maps `(B,...)` as int64: class indices for softmax models, the task's 0/1 masks for binary ones"
-    pred,targ = _plain(pred).detach(),_plain(targ).detach()
+    pred,targ = plain_tensor(pred).detach(),plain_tensor(targ).detach()
     if targ.ndim==pred.ndim and targ.shape[1]==1: targ = targ[:, 0]
     want = pred.shape[:1] + pred.shape[2:]
     if targ.shape!=want: raise ValueError(f"target of shape {tuple(targ.shape)} does not match logits of shape {tuple(pred.shape)}: expected {tuple(want)}")

@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
-from .core import atomic_path, LitsError, read_canonical, to_slices
+from .core import atomic_path, LitsError, read_canonical, to_slices, region_mask, CODES, COLORS
+from .evaluate import confusion_matrix
 
 # %% auto #0
-__all__ = ['CODES', 'COLORS', 'show_overlay', 'error_masks', 'show_error_map', 'confusion_matrix', 'plot_confusion',
-           'read_history', 'plot_training_curves', 'plot_case_dice', 'plot_prediction', 'informative_slices',
-           'show_case', 'save_figure']
+__all__ = ['show_overlay', 'error_masks', 'show_error_map', 'plot_confusion', 'read_history', 'metric_panels',
+           'plot_training_curves', 'plot_case_dice', 'plot_prediction', 'informative_slices', 'show_case',
+           'save_figure', 'CODES', 'COLORS', 'confusion_matrix']
 
 # %% ../nbs/32_plots.ipynb #48a4a4d6
-CODES = ['background', 'liver', 'tumor']
-COLORS = {'liver': (0., 0.8, 0.), 'tumor': (1., 0., 0.), 'fp': (1., 1., 0.), 'fn': (0., 0.3, 1.)}
+_all_ = ['CODES', 'COLORS', 'confusion_matrix']   # the package's class names and colours (`core`) and the confusion counts (`evaluate`), here too
 
 def _np(x) -> np.ndarray:
     "`x` as a numpy array (tensors are detached and moved to the CPU)"
@@ -84,15 +84,12 @@ def show_overlay(img, # CT slice (H,W) in HU or scaled, or a (Z,H,W) stack
     return ax
 
 # %% ../nbs/32_plots.ipynb #c5629298
-_ERR_MASK = {'liver': lambda y: y>0, 'foreground': lambda y: y>0, 'tumor': lambda y: y==2}
-
 def error_masks(pred, # predicted label map
                 gt, # true label map
-                cls:str='foreground', # 'foreground' (labels > 0), 'liver' (1 and 2) or 'tumor' (2)
+                cls:str='foreground', # 'foreground' or 'liver' (labels > 0), 'tumor' (2) or 'parenchyma' (1), see `core.region_mask`
                )->tuple: # (false positives, false negatives) boolean masks
     "False-positive and false-negative voxels of `cls`"
-    if cls not in _ERR_MASK: raise ValueError(f"cls must be one of {list(_ERR_MASK)}, not {cls!r}")
-    p,g = _ERR_MASK[cls](_np(pred)),_ERR_MASK[cls](_np(gt))
+    p,g = region_mask(_np(pred), cls),region_mask(_np(gt), cls)
     return p & ~g, g & ~p
 
 def show_error_map(img, # CT slice (H,W) or (Z,H,W) stack
@@ -118,16 +115,6 @@ def show_error_map(img, # CT slice (H,W) or (Z,H,W) stack
     return ax
 
 # %% ../nbs/32_plots.ipynb #f5fc6329
-def confusion_matrix(pred, # predicted labels, any shape
-                     gt, # true labels, same shape
-                     n_classes:int=3, # number of classes
-                    )->np.ndarray: # (n_classes, n_classes) counts, rows true, columns predicted
-    "Counts of (true, predicted) label pairs"
-    p,g = _np(pred).ravel().astype(np.int64),_np(gt).ravel().astype(np.int64)
-    if p.shape!=g.shape: raise ValueError(f"pred has {p.size} labels, gt {g.size}")
-    if len(p) and (min(p.min(), g.min())<0 or max(p.max(), g.max())>=n_classes): raise ValueError(f"labels must be in 0..{n_classes-1}")
-    return np.bincount(g*n_classes+p, minlength=n_classes**2).reshape(n_classes, n_classes)
-
 def plot_confusion(pred=None, # predicted labels, any shape (or give `cm`)
                    gt=None, # true labels, same shape
                    codes=CODES, # class names
@@ -157,7 +144,8 @@ def read_history(log) -> pd.DataFrame:
         df = df.dropna(subset=['epoch']).drop_duplicates('epoch', keep='last').sort_values('epoch')
     return df.dropna(axis=1, how='all').reset_index(drop=True)
 
-def _panels(cols) -> dict:
+def metric_panels(cols:list, # column names of a training history (`read_history`)
+                 )->dict: # {panel title: [columns drawn in it]}, empty panels left out
     "Columns of a history by panel: losses, Dice, IoU, accuracies, then one panel per other metric"
     out,left = {},[c for c in cols if c!='epoch']
     for name,keys in (('loss', ('loss',)), ('Dice', ('dice',)), ('IoU', ('iou', 'jaccard')), ('accuracy', ('acc',))):
@@ -171,7 +159,7 @@ def plot_training_curves(log, # path of a CSVLogger history.csv, or its DataFram
     "Loss, Dice, IoU and other metrics per epoch from a fastai CSV log; returns the figure"
     df = read_history(log)
     x = df['epoch']+1 if 'epoch' in df else pd.Series(np.arange(1, len(df)+1))
-    panels = _panels(list(df.columns))
+    panels = metric_panels(list(df.columns))
     n = max(len(panels), 1)
     fig,axs = plt.subplots(1, n, figsize=(figsize_per[0]*n, figsize_per[1]), squeeze=False)
     for ax,(name,cols) in zip(axs[0], panels.items()):

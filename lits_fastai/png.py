@@ -15,7 +15,8 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import Transform
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
-from .data import (CODES, SliceRef, TensorLitsMask, case_key, context_index, resize_chw, _size, patient_split, case_table,
+from .discover import case_sort_key
+from .data import (CODES, SliceRef, TensorLitsMask, context_index, resize_chw, patient_split, case_table, split_cases,
                               resolve_split, select_slices, segmentation_datablock, block_dataloaders, limit_cases, without_cases)
 
 # %% auto #0
@@ -107,7 +108,7 @@ def png_table(source, # a LiTS-PNG CSV file, or a folder
     df.insert(0, 'slice', [k[1] for k in keys]); df.insert(0, 'case', [k[0] for k in keys])
     dup = df[df.duplicated(['case', 'slice'], keep=False)]
     if len(dup): raise BadInputError(dup['image'].iloc[1], f"case {dup['case'].iloc[0]} slice {dup['slice'].iloc[0]} also in {Path(dup['image'].iloc[0]).name}")
-    df = df.iloc[sorted(range(len(df)), key=lambda i: (case_key(df['case'].iloc[i]), df['slice'].iloc[i]))].reset_index(drop=True)
+    df = df.iloc[sorted(range(len(df)), key=lambda i: (case_sort_key(df['case'].iloc[i]), df['slice'].iloc[i]))].reset_index(drop=True)
     if counts:
         lbls = [png_label(l, t) for l,t in zip(df['liver'], df['tumor'])]
         df['liver_px'] = [int((o==1).sum()) for o in lbls]; df['tumor_px'] = [int((o==2).sum()) for o in lbls]
@@ -162,9 +163,9 @@ def png_datablock(table:pd.DataFrame, # from `png_table`
     train_cases,valid_cases = resolve_split(table['case'].unique(), valid_cases, train_cases, slice_split)
     cfg = intensity_from_config(PNG_INTENSITY if intensity is None else intensity)
     if cfg.needs_fit: raise ValueError('histogram bins are fitted on cached CT cases; give PNG sets a config with its bins, or another kind')
-    slices = select_slices(table, sorted(set(train_cases) | set(valid_cases), key=case_key), select)
+    slices = select_slices(table, sorted(set(train_cases) | set(valid_cases), key=case_sort_key), select)
     cases = _PngCases(table)
-    dblock = segmentation_datablock(slices, PngSliceGetter(cases, cfg.config, context, _size(size)), PngMaskGetter(cases, _size(size)),
+    dblock = segmentation_datablock(slices, PngSliceGetter(cases, cfg.config, context, size), PngMaskGetter(cases, size),
                                     valid_cases, select, aug, aug_kwargs, slice_split, valid_pct, seed)
     dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg.config, size=size, context=context,
                        n_channels=context*cfg.n_channels, select=select, aug=aug, slice_split=slice_split, source='png')
@@ -195,12 +196,10 @@ def png_dls(source, # a LiTS-PNG CSV file or folder (see `png_table`), or a tabl
     "DataLoaders of a PNG slice set, split by patient, with the same types and attributes as `slice_dls`"
     if isinstance(source, pd.DataFrame): table = source
     else: table = png_table(source, pattern=pattern, counts=(select!='all' or stratify) if counts is None else counts)
-    tbl = case_table(table if 'liver_px' in table.columns else list(table['case'].unique()))
-    tbl = limit_cases(without_cases(tbl, test_cases, valid_cases), max_cases, valid_cases, seed)
-    table = table[table['case'].isin(set(tbl['case']))]
-    if slice_split: tr,va = tbl['case'].tolist(), None
-    else: tr,va = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
+    tr,va = split_cases(table if 'liver_px' in table.columns else list(table['case'].unique()), valid_pct, valid_cases, fold, n_folds,
+                        stratify, max_cases, seed, test_cases, slice_split)
+    table = table[table['case'].astype(str).isin(set(tr) | set(va or []))]
     dblock = png_datablock(table, va, tr, size=size, intensity=intensity, context=context, select=select, aug=aug, aug_kwargs=aug_kwargs,
                            slice_split=slice_split, valid_pct=valid_pct or 0.2, seed=seed)
-    dblock.lits['test_cases'] = sorted(map(str, test_cases or []), key=case_key)
+    dblock.lits['test_cases'] = sorted(map(str, test_cases or []), key=case_sort_key)
     return block_dataloaders(dblock, None, bs=bs, num_workers=num_workers, **kwargs)

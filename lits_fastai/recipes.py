@@ -8,7 +8,7 @@ import json, copy
 from dataclasses import dataclass, field, asdict, replace
 
 # %% auto #0
-__all__ = ['RECIPES', 'Recipe', 'get_recipe', 'scale']
+__all__ = ['RECIPES', 'AUTO', 'Recipe', 'get_recipe', 'scale']
 
 # %% ../nbs/22_recipes.ipynb #838b1f68
 @dataclass
@@ -31,8 +31,10 @@ class Recipe:
     size: int|tuple = 128 # slice size (2D) or (D,H,W) volume/patch size (3D)
     context: int = 1 # number of neighbouring slices stacked as channels (2.5D when > 1)
     intensity: dict = field(default_factory=lambda: {'kind': 'window', 'windows': [[150, 30]]}) # intensity contract
-    aug: str|None = 'fastai' # 'fastai' (aug_transforms), 'hybrid' (albumentations list of the hybrid paper), '3d', or None
-    select: str = 'all' # slice selection: 'all', 'liver' (slices with liver), 'balanced'
+    aug: str|None = 'fastai' # 'fastai' (aug_transforms), 'hybrid' (albumentations list of the hybrid paper), 'auto' (nnU-Net's 2D set), '3d', or None
+    select: str = 'all' # slice selection: 'all', 'liver' (slices with liver), 'balanced', 'oversample' (tumour slices in the share `fg_share`)
+    fg_share: float = 1/3 # share of tumour slices per epoch with select 'oversample'
+    spacing: float|None = None # 2D: resample slices to this pixel spacing (mm) and train on `size` patches; None: resize whole slices to `size`
     mode: str = 'slices' # 'slices' (2D), 'resize' (whole volume resampled to `size`), 'patch' (3D patches)
     monitor: str = 'valid_loss' # what SaveModelCallback tracks
     plateau: dict|None = None # ReduceLROnPlateau arguments (monitor, factor, patience) or None
@@ -99,9 +101,19 @@ RECIPES = {
         aug=None, monitor='liver_dice',
         notes="Every volume resampled to 160x160x80 (trilinear CT, nearest mask); no augmentation, as published "
               "(aug='3d' adds the package's 3D augmentation); best checkpoint by mean per-volume validation Dice. Filled "
-              "in for the paper: the Focal Tversky parameters are not given: alpha 0.7, beta 0.3, gamma 0.75 "
+              "in for the paper: (1) the Focal Tversky parameters are not given: alpha 0.7, beta 0.3, gamma 0.75 "
               "(Abraham and Khan's); mixed precision is used on GPUs (bf16 where supported, else fp16)."),
 }
+
+# %% ../nbs/22_recipes.ipynb #f223471d
+AUTO = Recipe('auto', 'smp:Unet:resnet34', paper="lits_fastai's own recipe, configured from the data's fingerprint", loss='bce_dice',
+    opt='adam', lr=1e-3, wd=1e-4, schedule='one_cycle', epochs=50, bs=16, size=256, context=3,
+    intensity={'kind': 'ct_norm', 'lo': None, 'hi': None, 'mean': None, 'std': None}, aug='auto', select='oversample', fg_share=1/3,
+    monitor='valid_loss',
+    notes="Not a published system: nnU-Net's rules for a 2.5D network. The loss 'bce_dice' is cross-entropy (softmax over the three "
+          "classes) plus soft Dice; the augmentation 'auto' is nnU-Net's 2D set (rotation, scaling, noise, blur, brightness, "
+          "contrast, low resolution, gamma, mirroring); 'ct_norm' is fitted on the training cases' foreground. The plan "
+          "(plan.make_plan) sets the pixel spacing, patch size, batch size, context, encoder and epochs.")
 
 # %% ../nbs/22_recipes.ipynb #a02713c7
 def get_recipe(name:str, # recipe name ('ltnet', 'hybrid', 'cafct', 'dyntransnet', 'unet3d') or an 'smp:...' architecture
@@ -109,10 +121,11 @@ def get_recipe(name:str, # recipe name ('ltnet', 'hybrid', 'cafct', 'dyntransnet
               ) -> Recipe:
     "A copy of the named recipe with `overrides` applied"
     if name in RECIPES: r = copy.deepcopy(RECIPES[name])
+    elif name=='auto': r = copy.deepcopy(AUTO)
     elif name.startswith('smp:'):
         r = Recipe(name, name, paper='segmentation-models-pytorch baseline', loss='ce', opt='adam', lr=1e-3, epochs=20, bs=16,
                    size=256, intensity={'kind': 'window', 'windows': [[150, 30]]}, aug='fastai')
-    else: raise KeyError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)} or 'smp:<Arch>[:<encoder>]'")
+    else: raise KeyError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}, 'auto' or 'smp:<Arch>[:<encoder>]'")
     bad = set(overrides) - set(Recipe.__dataclass_fields__)
     if bad: raise TypeError(f"unknown recipe fields: {sorted(bad)}")
     new = replace(r, **{k:copy.deepcopy(v) for k,v in overrides.items() if v is not None})

@@ -11,7 +11,8 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import lits_fastai
 from .core import LitsError, BadInputError, load_nifti, geometry, read_canonical, to_slices, atomic_path, axial_slice
-from .plots import COLORS, show_overlay, show_error_map, read_history, _panels
+from .plots import COLORS, show_overlay, show_error_map, read_history, metric_panels
+from .discover import case_sort_key
 
 # %% auto #0
 __all__ = ['fig_uri', 'case_slice', 'case_picture', 'pick_cases', 'plot_dice_systems', 'plot_fold_curves', 'html_table',
@@ -115,7 +116,7 @@ def plot_fold_curves(logs, # history.csv files (or DataFrames) of one system, on
     "Loss, Dice and the other metrics per epoch of every fold in one row of panels (fold k: line style k); returns the figure"
     hs = [read_history(o) for o in (logs if isinstance(logs, (list, tuple)) else [logs])]
     cols = list(dict.fromkeys(c for h in hs for c in h.columns))
-    panels = _panels(cols)
+    panels = metric_panels(cols)
     fig,axs = plt.subplots(1, max(len(panels), 1), figsize=(figsize_per[0]*max(len(panels), 1), figsize_per[1]), squeeze=False)
     styles = ['-', '--', ':', '-.']
     for ax,(name,cs) in zip(axs[0], panels.items()):
@@ -255,7 +256,7 @@ def write_report(fn, # the HTML file to write: one file, everything inlined, not
     if per_case:
         wide = pd.concat([d.assign(case=d['case'].astype(str)).pivot_table(index='case', columns='cls', values='dice', sort=False)
                           .add_prefix(f"{n} ") for n,d in per_case.items()], axis=1)
-        wide = wide.reset_index().sort_values('case', key=lambda s: s.map(lambda c: (0, int(c), '') if c.isdigit() else (1, 0, c)))
+        wide = wide.reset_index().sort_values('case', key=lambda s: s.map(case_sort_key))
         secs.append(('dice', 'Dice per case', _img(fig_uri(plot_dice_systems(per_case)), 'per-case Dice of every system',
                      'Each point a case; boxes: quartiles and median.') +
                      f'<details><summary>Dice of every case ({len(wide)} cases)</summary>{html_table(wide)}</details>'))

@@ -10,7 +10,7 @@ import numpy as np
 import nibabel as nib
 from scipy import ndimage as ndi
 from fastcore.script import call_parse
-from .core import Geometry, save_nifti, to_slices, cli_compat
+from .core import Geometry, save_nifti, save_image, from_canonical, to_slices, cli_compat
 
 # %% auto #0
 __all__ = ['ORIENTATIONS', 'synth_case', 'synth_geometry', 'synth_plan', 'make_synth', 'lits_synth']
@@ -44,7 +44,7 @@ def _u(rng, lo, hi): return float(rng.uniform(lo, hi))
 # %% ../nbs/01_synth.ipynb #bc5da9eb
 _SLICE_MM = (0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)  # slice spacings seen in LiTS
 
-def _draw(rng, shape, n_tumors):
+def _draw(rng, shape, n_tumors, realistic=False):
     "Draw all parameters of a case"
     P = dict(shape=tuple(int(o) for o in shape))
     # body outline, wall layers
@@ -75,10 +75,26 @@ def _draw(rng, shape, n_tumors):
     P['noise'] = _u(rng,8,18)
     P['spacing'] = (round(_u(rng,.55,1.), 4),)*2 + (float(rng.choice(_SLICE_MM)),)
     P['fields'] = [_Field(rng, 6, (1,2.5)), _Field(rng, 6, (3,7)), _Field(rng, 5, (2.5,5)), _Field(rng, 5, (2.5,5))]
+    if realistic: _draw_scan(rng, P)
     # tumours
     if n_tumors is None: n_tumors = 0 if rng.random() < .25 else int(rng.integers(1, 7))
     P['tumors'] = _place_tumors(rng, P, int(n_tumors))
     return P
+
+def _draw_scan(rng, P):
+    "A realistic scan of case `P`: field of view and slice stack in mm, calibration shift, noise (replaces the spacing and noise)"
+    X,Y,Z = P['shape']
+    s,t = _u(rng,.55,1.), float(rng.choice(_SLICE_MM))   # native pixel size of a 512x512 slice, slice spacing
+    R = _u(rng,160,195)                                    # patient size: mm from the centre to u=1
+    H = 1.5*R                                              # mm from w=0 to w=1
+    k = 512/max(X,Y)                                       # the native scan is resampled by k on every axis
+    sx,sy,sz = P['spacing'] = (round(512*s/X, 4), round(512*s/Y, 4), round(t*k, 4))
+    (w0,w1),ext = P['lw'],Z*sz/H                           # the stack's extent in w
+    lo,hi = sorted((w1+.03-ext, w0-.03) if ext > w1-w0+.06 else (w0, w1-ext))   # the whole liver in view, else a stack inside it
+    P['grid'] = dict(su=X*sx/2/R, sv=Y*sy/2/R, u0=_u(rng,-.04,.04), v0=_u(rng,-.04,.04), w0=_u(rng,lo,hi), sw=sz/H)
+    P['mm'] = (R, H)
+    P['shift'] = _u(rng,-40,40) if rng.random() < .5 else 0.
+    P['noise'] = float(np.exp(_u(rng, np.log(5), np.log(40))))
 
 # %% ../nbs/01_synth.ipynb #6ac4dd44
 def _anatomy(P, u, v, w):
@@ -150,22 +166,37 @@ def _place_tumors(rng, P, n):
     if len(ok)==0: ok = np.flatnonzero(A['liver'])
     L = P['liver_hu']; T = _u(rng, 10, min(40, L-25))
     out = []
-    for i in rng.choice(ok, size=n, replace=len(ok)<n):
-        k = rng.choice(3, p=[.3,.4,.3])
-        r = max(_u(rng, *[(.02,.05),(.05,.1),(.1,.2)][k]), 4/X)
-        rv = max(r*_u(rng,.75,1.25), 4/Y)
-        rz = max(1., r*X/2*_u(rng,.5,1.))/Z
+    for j,i in enumerate(rng.choice(ok, size=n, replace=len(ok)<n)):
+        if 'mm' in P:                                      # in mm: one medium or large lesion, then mostly small ones
+            R,H = P['mm']
+            k = 1 + int(rng.integers(2)) if j==0 else int(rng.choice(3, p=[.6,.3,.1]))
+            rmm = _u(rng, *[(1.5,5),(5,15),(15,40)][k])
+            r,rv,rz = rmm/R, rmm*_u(rng,.75,1.25)/R, rmm*_u(rng,.7,1.1)/H
+        else:
+            k = rng.choice(3, p=[.3,.4,.3])
+            r = max(_u(rng, *[(.02,.05),(.05,.1),(.1,.2)][k]), 4/X)
+            rv = max(r*_u(rng,.75,1.25), 4/Y)
+            rz = max(1., r*X/2*_u(rng,.5,1.))/Z
         out.append(dict(c=(float(pts[0][i]), float(pts[1][i]), float(pts[2][i])), r=(r, rv, rz), hu=T+_u(rng,-6,6),
                         rim=_u(rng,10,20) if rng.random()<.3 else 0., core=_u(rng,5,15) if (k==2 and rng.random()<.5) else 0.))
     return out
 
 # %% ../nbs/01_synth.ipynb #fbdf5f03
+def _grid(P, z0, z1):
+    "Coordinates `u`, `v`, `w` (broadcastable) of the voxels of slices `z0:z1` of case `P`: its own grid, or its scan's in mm"
+    X,Y,Z = P['shape']
+    u = ((np.arange(X, dtype=np.float32)+.5)/X*2-1)[:,None,None]
+    v = ((np.arange(Y, dtype=np.float32)+.5)/Y*2-1)[None,:,None]
+    w = ((np.arange(z0, z1, dtype=np.float32)+.5)/Z)[None,None,:]
+    if 'grid' not in P: return u, v, w
+    g = P['grid']
+    w = (np.arange(z0, z1, dtype=np.float32)+.5)*g['sw'] + g['w0']
+    return (u*g['su'] + g['u0']).astype(np.float32), (v*g['sv'] + g['v0']).astype(np.float32), w.astype(np.float32)[None,None,:]
+
 def _render(P, z0, z1, rng):
     "HU (int16) and labels (uint8) of slices `z0:z1` of case `P`, shape (X, Y, z1-z0)"
     X,Y,Z = P['shape']; H = P['hu']
-    u = ((np.arange(X, dtype=np.float32)+.5)/X*2-1)[:,None,None]
-    v = ((np.arange(Y, dtype=np.float32)+.5)/Y*2-1)[None,:,None]
-    w = ((np.arange(z0-1, z1+1, dtype=np.float32)+.5)/Z)[None,None,:]   # one extra slice each side for the tumours
+    u,v,w = _grid(P, z0-1, z1+1)                                        # one extra slice each side for the tumours
     A = _anatomy(P, u, v, w)
     F = A['F']
     shape = (X, Y, z1-z0+2)
@@ -194,6 +225,7 @@ def _render(P, z0, z1, rng):
     for t in P['tumors']: _paint_tumor(t, hu, lbl, liver, F[1], u, v, w)
     hu,lbl = hu[:,:,1:-1], lbl[:,:,1:-1]
     ndi.gaussian_filter(hu, (.7, .7, 0), output=hu, truncate=2.)
+    if P.get('shift'): hu += np.float32(P['shift'])                     # a miscalibrated scanner
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(P['noise'])
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16), lbl
 
@@ -220,20 +252,18 @@ def synth_case(seed=0, # int (or sequence of ints) seeding a `numpy` Generator: 
                shape=(128,128,48), # canonical (X, Y, Z) size in voxels
                n_tumors:int|None=None, # number of tumours; None: drawn (none in a quarter of the cases, else 1-6)
                parts:bool=False, # also return a dict of the other structures' masks (spleen, kidneys, ...)
+               realistic:bool=False, # a scan in mm as LiTS's vary: field of view, slice spacing, HU shift, noise, small lesions
               ):
     "A synthetic abdominal CT: canonical int16 HU volume `(X,Y,Z)`, uint8 labels (0/1/2) and spacing (mm)"
     rng = np.random.default_rng(seed)
-    P = _draw(rng, shape, n_tumors)
+    P = _draw(rng, shape, n_tumors, realistic)
     X,Y,Z = P['shape']
     img,lbl = np.empty((X,Y,Z), np.int16), np.empty((X,Y,Z), np.uint8)
     bz = max(1, int(4_000_000 // (X*Y)))
     for z0 in range(0, Z, bz):
         img[:,:,z0:z0+bz],lbl[:,:,z0:z0+bz] = _render(P, z0, min(Z, z0+bz), rng)
     if not parts: return img, lbl, P['spacing']
-    u = ((np.arange(X, dtype=np.float32)+.5)/X*2-1)[:,None,None]
-    v = ((np.arange(Y, dtype=np.float32)+.5)/Y*2-1)[None,:,None]
-    w = ((np.arange(Z, dtype=np.float32)+.5)/Z)[None,None,:]
-    A = _anatomy(P, u, v, w)
+    A = _anatomy(P, *_grid(P, 0, Z))
     masks = {k: np.broadcast_to(A[k], (X,Y,Z)).copy() for k in ('body','spleen','kidney','gb','vb','aorta')}
     return img, lbl, P['spacing'], masks
 
@@ -266,26 +296,45 @@ def _parse_size(size) -> tuple:
 
 def synth_plan(n_cases:int, # number of cases
                seed:int=0, # seed of the whole set
+               realistic:bool=False, # realistic cases (see `synth_case`): more lesions, and a third stored with a +1024 offset
               ) -> list:
-    "What `make_synth` writes for each case: dicts of the case seed, tumour count, orientation and origin"
+    "What `make_synth` writes for each case: dicts of the case seed, tumour count, orientation, origin and storage"
     rng = np.random.default_rng(seed)
     free = set(rng.choice(n_cases, max(1, n_cases//3), replace=False).tolist()) if n_cases>=2 else set()
     ntum = [0 if i in free else int(rng.choice([1,1,1,2,2,3,4,5,6])) for i in range(n_cases)]
     o0 = int(rng.integers(len(ORIENTATIONS)))
-    return [dict(seed=(seed, i), n_tumors=ntum[i], orient=ORIENTATIONS[(o0+i) % len(ORIENTATIONS)],
+    plan = [dict(seed=(seed, i), n_tumors=ntum[i], orient=ORIENTATIONS[(o0+i) % len(ORIENTATIONS)],
                  origin=tuple(float(o) for o in rng.uniform(-250, 250, 3).round(3))) for i in range(n_cases)]
+    if not realistic: return plan
+    off = rng.random(n_cases) < 1/3
+    if n_cases>=3 and not off.any(): off[rng.integers(n_cases)] = True
+    for c,o in zip(plan, off):
+        if c['n_tumors']: c['n_tumors'] += int(rng.integers(2, 7))      # several more lesions, most of them small
+        c.update(realistic=True, stored='uint16+1024' if o else 'int16')
+    return plan
+
+def _save_offset(img, fn, g:Geometry) -> Path:
+    "Write the canonical HU volume `img` as scanners that store unsigned values do: uint16 HU+1024, rescale intercept -1024"
+    raw = np.ascontiguousarray(from_canonical(img, g).astype(np.int32) + 1024, dtype=np.uint16)
+    im = nib.Nifti1Image(raw, g.affine, g.header.copy())
+    im.set_data_dtype(np.uint16); im.header.set_slope_inter(1., -1024.)
+    im.set_qform(g.affine, 1); im.set_sform(g.affine, 1)
+    return save_image(im, fn)
 
 def make_synth(out, # folder to write into (created)
                n_cases:int=6, # number of cases
                seed:int=0, # seed of the whole set
                shape=(128,128,48), # canonical (X, Y, Z) size of each case, or a string like '512x512x400'
+               realistic:bool=False, # cases that vary as LiTS scans do (see `synth_case`), some stored with a +1024 offset
               ) -> Path:
     "Write `n_cases` synthetic cases in the Kaggle LiTS layout under `out`"
     out, shape = Path(out), _parse_size(shape)
-    for i,c in enumerate(synth_plan(n_cases, seed)):
-        img,lbl,spc = synth_case(c['seed'], shape, n_tumors=c['n_tumors'])
-        g = synth_geometry(shape, spc, c['orient'], c['origin'], desc=f'lits_fastai synth seed={seed} case={i}')
-        save_nifti(img, out/f'volume_pt{1 + i*5//n_cases}'/f'volume-{i}.nii', g, dtype=np.int16)
+    for i,c in enumerate(synth_plan(n_cases, seed, realistic)):
+        img,lbl,spc = synth_case(c['seed'], shape, n_tumors=c['n_tumors'], realistic=realistic)
+        g = synth_geometry(shape, spc, c['orient'], c['origin'], desc=f'lits_fastai synth seed={seed} case={i}' + (' realistic' if realistic else ''))
+        fn = out/f'volume_pt{1 + i*5//n_cases}'/f'volume-{i}.nii'
+        if c.get('stored')=='uint16+1024': _save_offset(img, fn, g)
+        else: save_nifti(img, fn, g, dtype=np.int16)
         save_nifti(lbl, out/'segmentations'/f'segmentation-{i}.nii', g, dtype=np.uint8)
     return out
 
@@ -296,9 +345,10 @@ def lits_synth(out:str, # folder to write the cases into
                n_cases:int=6, # number of cases
                seed:int=0, # random seed
                size:str='128x128x48', # X x Y x Z voxels per case, e.g. 512x512x400 for full-size cases
+               realistic:bool=False, # cases that vary as LiTS scans do: field of view, slice spacing, HU offsets, noise, small lesions
               ):
     "Write synthetic LiTS-like CT cases (Kaggle layout: volume_pt*/volume-N.nii, segmentations/segmentation-N.nii)"
     try: shape = _parse_size(size)
     except ValueError as e: print(f"lits-synth: {e}", file=sys.stderr); sys.exit(2)
-    out = make_synth(out, n_cases=n_cases, seed=seed, shape=shape)
-    print(f"wrote {n_cases} synthetic cases of {shape[0]}x{shape[1]}x{shape[2]} voxels to {out}")
+    out = make_synth(out, n_cases=n_cases, seed=seed, shape=shape, realistic=realistic)
+    print(f"wrote {n_cases} {'realistic ' if realistic else ''}synthetic cases of {shape[0]}x{shape[1]}x{shape[2]} voxels to {out}")

@@ -33,7 +33,11 @@ class EpochScalars(Callback):
     "Base of the trackers: after each epoch, `log_epoch(values, epoch)` gets every value of the history.csv row"
     order = 70   # after the Recorder (50) has written the epoch's values, before the CSV logger and checkpoints
     def after_epoch(self): self.log_epoch(_epoch_values(self.learn), int(self.epoch))
-    def log_epoch(self, values:dict, epoch:int): raise NotImplementedError
+    def log_epoch(self, values:dict, # the epoch's losses and metrics by name, the row of history.csv
+                  epoch:int, # the epoch, counted from 0
+                 ):
+        "Send one epoch's `values` to the tracker: what a subclass writes"
+        raise NotImplementedError
 
 # %% ../nbs/22a_tracking.ipynb #558ba5fa
 def _tensorboard_cb(log_dir):

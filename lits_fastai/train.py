@@ -4,27 +4,30 @@
 
 # %% ../nbs/24_train.ipynb #c86c2292
 from __future__ import annotations
-import hashlib, os, sys
+import hashlib, os, sys, time, tempfile, shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from .core import LitsError, BadInputError, cli_compat   # first: it quiets a torch warning fastai's import raises
+from .core import LitsError, BadInputError, cli_compat, write_json, save_nifti, from_slices   # first: it quiets a torch warning fastai's import raises
+import numpy as np
 import torch
 from fastcore.script import call_parse
 from fastai.torch_core import set_seed, num_distrib, rank_distrib, distrib_barrier
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
 from .recipes import Recipe, get_recipe, scale
-from .cache import prepare_cache
-from .data import slice_dls
+from .cache import prepare_cache, open_case, load_manifest
+from .data import slice_dls, split_cases
 from .data3d import volume_dls
 from .learner import build_learner, resume_from, save_model_file, trim_history, EpochCheckpoint
 from .plots import plot_training_curves, save_figure
 from .tracking import tracking_callbacks
+from .plan import make_plan, plan_recipe, parse_budget
 
 # %% auto #0
 __all__ = ['PRETRAINED', 'is_cache', 'default_cache', 'ensure_cache', 'recipe_dls', 'is_distributed', 'init_distributed',
-           'to_distributed', 'train', 'parse_cases', 'parse_pretrained', 'lits_train']
+           'to_distributed', 'time_epoch', 'choose_valid_postprocess', 'train', 'parse_cases', 'parse_pretrained',
+           'lits_train']
 
 # %% ../nbs/24_train.ipynb #343a9100
 def is_cache(path) -> bool:
@@ -61,7 +64,7 @@ def recipe_dls(cache, # a prepared cache
                  fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
     if r.dims==2:
         return slice_dls(cache, size=r.size, bs=r.bs, intensity=r.intensity, context=r.context, select=r.select, aug=r.aug,
-                         max_cases=r.max_cases, num_workers=num_workers, **split)
+                         max_cases=r.max_cases, num_workers=num_workers, spacing=r.spacing, fg_share=r.fg_share, **split)
     target = 'multiclass' if r.target=='multiclass' else r.target
     return volume_dls(cache, size=tuple(r.size), mode=r.mode, target=target, bs=r.bs, intensity=r.intensity,
                       max_cases=r.max_cases, aug=r.aug=='3d', num_workers=num_workers, **split)
@@ -134,6 +137,66 @@ def to_distributed(learn):
     learn.add_cb(T(sync_bn=not cpu, cpu=cpu))
     return learn
 
+# %% ../nbs/24_train.ipynb #90c7f12d
+def _auto_recipe(cache, out, epochs, size, bs, max_cases, valid_cases, valid_pct, fold, n_folds, test_cases, seed, budget, recipe_kw, main):
+    "The `auto` recipe of a run: split, plan on the training cases, overrides; the split is returned as explicit cases"
+    vp = valid_pct if valid_pct is not None else (None if valid_cases or fold is not None else 0.2)
+    tr,va = split_cases(cache, vp, valid_cases, fold, n_folds, max_cases=max_cases, seed=seed, test_cases=test_cases)
+    plan = make_plan(cache, tr, size=size, budget=budget)
+    r = plan_recipe(plan, epochs=epochs, bs=bs, **(recipe_kw or {}))
+    if size is not None: r = replace(r, size=int(size))
+    said = [f"{k} {getattr(r, k)!r} (plan: {plan['choices'][k]['value']!r})" for k in ('epochs', 'size', 'bs')
+            if plan['choices'][k]['value'] is not None and getattr(r, k)!=plan['choices'][k]['value']]
+    said += [f"{k} {v!r}" for k,v in (recipe_kw or {}).items()]
+    unused = sorted(set(load_manifest(cache)['case']) - set(tr) - set(va) - set(map(str, test_cases or [])))   # left out by max_cases
+    if main:
+        write_json(out/'plan.json', {**plan, 'valid_cases': va, 'test_cases': sorted(map(str, test_cases or []))})
+        if said: print(f"auto: {', '.join(said)} override the plan", flush=True)
+    return r, plan, (va, None, None, None, sorted(set(map(str, test_cases or [])) | set(unused)) or None)
+
+def time_epoch(learn, # a `Learner` ready to fit
+               n:int=3, # training steps timed (after one untimed)
+              )->float: # seconds
+    "Estimated seconds of one epoch of `learn` (training and validation), from `n` timed steps; the weights are restored"
+    model,dl = learn.model,learn.dls.train
+    state = {k: v.detach().clone() for k,v in model.state_dict().items()}
+    dev = next(model.parameters()).device
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type=='cuda' else (lambda: None)
+    it,times = iter(dl),[]
+    model.train()
+    for i in range(n+1):
+        t0 = time.perf_counter()
+        try: xb,yb = next(it)
+        except StopIteration: it = iter(dl); xb,yb = next(it)
+        with torch.autocast(dev.type, enabled=dev.type=='cuda'): loss = learn.loss_func(model(xb), yb)
+        loss.backward(); model.zero_grad(set_to_none=True); sync()
+        if i: times.append(time.perf_counter() - t0)
+    model.load_state_dict(state)
+    t = float(np.median(times))
+    return t*len(dl) + t/3*len(learn.dls.valid)
+
+def choose_valid_postprocess(learn, # a trained `Learner`
+                             cache, # the cache it trained on
+                             cases, # the validation cases
+                             folder, # where to write their predictions and labels (removed afterwards)
+                            )->dict: # `compare.choose_postprocess`'s result
+    "The post-processing steps that raise the mean per-case Dice of the validation `cases`, chosen by nnU-Net's rule"
+    from lits_fastai.inference import predict_slices
+    from lits_fastai.compare import choose_postprocess
+    from lits_fastai.learner import model_contract
+    c,folder = model_contract(learn),Path(folder)
+    man = load_manifest(cache).drop_duplicates('case').set_index('case')
+    try:
+        for case in cases:
+            img,lbl = open_case(cache, case)
+            sx,sy,sz = (float(man.loc[case, f'spacing_{a}']) for a in 'xyz')
+            lab = predict_slices(learn.model.eval(), c, img, spacing=(sy, sx), pbar=False)
+            aff = np.diag([sx, sy, sz, 1.])
+            save_nifti(from_slices(lab), folder/'pred'/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
+            save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
+        return choose_postprocess(folder/'pred', folder/'gt', c.get('target', 'multiclass'))
+    finally: shutil.rmtree(folder, ignore_errors=True)
+
 # %% ../nbs/24_train.ipynb #47d24ea7
 def train(data, # raw LiTS-style folder or prepared cache
           arch:str='ltnet', # model name in `MODELS`
@@ -149,8 +212,10 @@ def train(data, # raw LiTS-style folder or prepared cache
           model_kwargs:dict|None=None, # extra model arguments (e.g. {'arch': 'resnet34'} for a lighter LT-Net encoder)
           progress:bool=True, # show progress bars
           log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (several joined by commas), in the run folder
+          budget=None, # training time budget: seconds or a duration like '2h' (the epochs that fit a measured epoch; `epochs` wins)
+          recipe_kw:dict|None=None, # `Recipe` fields to change after the recipe (or `auto`'s plan) is made, e.g. {'context': 1}
          ):
-    "Train `arch` with its recipe on a patient-level split of `data`; returns the learner and the model file"
+    "Train `arch` (or `'auto'`, configured from the data) with its recipe on a patient-level split of `data`; returns the learner and the model file"
     dist = is_distributed()
     if dist:
         init_distributed()
@@ -159,19 +224,30 @@ def train(data, # raw LiTS-style folder or prepared cache
         if rank_distrib(): cache = Path(data) if is_cache(data) else Path(cache) if cache else default_cache(data)
     else: cache = ensure_cache(data, cache, progress=progress)
     main = rank_distrib()==0
-    base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
-    if arch!=base.arch: base = replace(base, arch=arch)
-    r = scale(base, epochs=epochs, size=size, max_cases=max_cases, bs=bs)
+    budget = parse_budget(budget)
     out = Path(out or Path('runs')/arch.replace(':', '_'))
     out.mkdir(parents=True, exist_ok=True)
+    plan = None
+    if 'auto' in (arch, recipe, getattr(recipe, 'name', None)):
+        r,plan,(valid_cases,valid_pct,fold,n_folds,test_cases) = _auto_recipe(cache, out, epochs, size, bs, max_cases, valid_cases, valid_pct,
+                                                                              fold, n_folds, test_cases, seed, budget, recipe_kw, main)
+    else:
+        base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
+        if arch!=base.arch: base = replace(base, arch=arch)
+        r = replace(scale(base, epochs=epochs, size=size, max_cases=max_cases, bs=bs), **(recipe_kw or {}))
     set_seed(seed, reproducible=True)
     dls = recipe_dls(cache, r, valid_cases=valid_cases, valid_pct=valid_pct, fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
+    if plan is not None: dls.plan = plan
     cbs = tracking_callbacks(log, out, run_name=out.name) if main else []
     learn = build_learner(dls, recipe=r, pretrained=pretrained, model_kwargs=model_kwargs, path=out, model_dir='checkpoints', cbs=cbs)
     if dist:
         to_distributed(learn)
         if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
                        f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
+    if budget and epochs is None:
+        t = time_epoch(learn)
+        learn.recipe = r = replace(r, epochs=max(1, int(budget*0.9 // t)))
+        if main and progress: print(f"budget {budget:.0f} s: an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
     start = 0
     if resume: start = resume_from(learn)
     elif main:
@@ -186,6 +262,10 @@ def train(data, # raw LiTS-style folder or prepared cache
         else:
             with learn.no_bar(), learn.no_logging(): learn.fit_recipe(start_epoch=start)
     model_file = out/'model.safetensors'
+    if main and plan is not None and dls.valid_cases:
+        chosen = choose_valid_postprocess(learn, cache, dls.valid_cases, out/'postprocess')
+        learn.postprocess = chosen['postprocess']
+        write_json(out/'postprocess.json', chosen)
     if main:
         save_model_file(learn, model_file)
         if (out/'history.csv').exists(): save_figure(plot_training_curves(out/'history.csv'), out/'curves.png', close=True)
@@ -207,7 +287,7 @@ def parse_pretrained(s:str, prog:str):
 @cli_compat
 @call_parse
 def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
-               arch:str='ltnet', # ltnet, hybrid, cafct, dyntransnet, dyntransnet2d, unet3d, smp:<Arch>[:<encoder>]
+               arch:str='ltnet', # ltnet, hybrid, cafct, dyntransnet, dyntransnet2d, unet3d, smp:<Arch>[:<encoder>], or auto (configured from the data)
                recipe:str=None, # recipe name (default: the architecture's own)
                epochs:int=None, # number of epochs (default: the recipe's)
                size:int=None, # image size in pixels (default: the recipe's)
@@ -225,10 +305,14 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                seed:int=42, # random seed
                cache:str=None, # where to cache a raw DATA folder
                log:str=None, # experiment tracking: tensorboard, wandb or mlflow (comma-separated for several), in the run folder
+               budget:str=None, # training time budget, e.g. 2h or 90m: as many epochs as a measured epoch allows (--epochs wins)
               ):
     "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
     pre = parse_pretrained(pretrained, 'lits-train')
     mk = {'arch': encoder} if encoder and arch=='ltnet' else None
+    rk = {'arch': f"smp:Unet:{encoder}"} if encoder and arch=='auto' else None
+    try: budget = parse_budget(budget)
+    except ValueError as e: sys.exit(f"lits-train: --budget: {e}")
     if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
     if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
     if folds:                                   # cross-validation of this one system: lits-compare's machinery
@@ -240,7 +324,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
     try:
         learn, fn = train(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, max_cases=max_cases,
                           valid_cases=parse_cases(valid_cases), valid_pct=valid_pct, test_cases=parse_cases(test_cases),
-                          pretrained=pre, out=out, resume=resume, seed=seed, cache=cache, model_kwargs=mk, log=log)
+                          pretrained=pre, out=out, resume=resume, seed=seed, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
     except (LitsError, KeyError) as e:
         print(f"lits-train: {e if not isinstance(e, KeyError) else e.args[0]}", file=sys.stderr); sys.exit(1)
     except OSError as e:                        # an unwritable or full run folder

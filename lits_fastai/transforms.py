@@ -5,18 +5,18 @@
 # %% ../nbs/04_transforms.ipynb #00560f2d
 from __future__ import annotations
 import json, types, math
+import lits_fastai.core   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import torch
 import cv2
 from fastai.data.transforms import Transform
 from fastai.vision.core import TensorImage, TensorImageBase
 from fastai.torch_core import show_image
-from .cache import open_case
 
 # %% auto #0
 __all__ = ['dicom_windows', 'INTENSITIES', 'windowed', 'TensorCT', 'TensorSlice', 'hu_clip', 'minmax', 'clahe', 'gamma_correct',
            'freqhist_bins', 'hist_scaled', 'Intensity', 'Window', 'HUClip', 'MinMax', 'HistScale', 'WindowHist',
-           'MinMaxClaheGamma', 'intensity_from_config', 'fit_hist_bins', 'fit_intensity']
+           'MinMaxClaheGamma', 'intensity_from_config', 'CTNorm']
 
 # %% ../nbs/04_transforms.ipynb #e413dd5a
 dicom_windows = types.SimpleNamespace(
@@ -123,10 +123,17 @@ class Intensity(Transform):
     kind,order,n_channels = None,2,1
     def __init__(self): super().__init__()
     @property
-    def config(self)->dict: return {'kind': self.kind}
+    def config(self)->dict:
+        "The JSON-serialisable dict that `intensity_from_config` turns back into this transform"
+        return {'kind': self.kind}
     @property
-    def needs_fit(self)->bool: return False
-    def apply(self, x:np.ndarray)->np.ndarray: raise NotImplementedError
+    def needs_fit(self)->bool:
+        "Does it still need values fitted on the training cases (histogram bins, foreground statistics)?"
+        return False
+    def apply(self, x:np.ndarray # HU slices `(..., H, W)`
+             )->np.ndarray: # float32 `(..., C, H, W)`
+        "The transform on a numpy array of slices, any leading axes"
+        raise NotImplementedError
     def __repr__(self): return f"{type(self).__name__}({json.dumps(self.config)[:120]})"
     def encodes(self, x:np.ndarray): return self.apply(x)
     def encodes(self, x:TensorCT):
@@ -219,30 +226,32 @@ def intensity_from_config(cfg=None, # dict (or its JSON text, or an `Intensity`)
     try: return INTENSITIES[kind](**cfg)
     except TypeError as e: raise ValueError(f"bad {kind!r} intensity config {cfg}: {e}") from None
 
-# %% ../nbs/04_transforms.ipynb #7f126fe9
-def fit_hist_bins(cache, # a prepared slice cache
-                  cases, # case ids to sample (the training cases)
-                  n_bins:int=100, # number of groups
-                  n_slices:int=64, # slices sampled, evenly over the cases' slices
-                  max_px:int=2**22, # pixels pooled at most
-                 )->list: # break points (floats)
-    "fastai's `freqhist_bins` of slices sampled from `cases` in `cache`"
-    cases = [str(c) for c in cases]
-    if not cases: raise ValueError('no cases to fit histogram bins on')
-    imgs = {c: open_case(cache, c)[0] for c in cases}
-    allz = [(c, z) for c in cases for z in range(len(imgs[c]))]
-    pick = np.unique(np.linspace(0, len(allz)-1, min(n_slices, len(allz))).round().astype(int))
-    sl = [np.asarray(imgs[allz[i][0]][allz[i][1]]) for i in pick]
-    step = max(1, math.ceil(sum(o.size for o in sl) / max_px))
-    px = np.concatenate([o.ravel()[::step] for o in sl])
-    return [float(o) for o in freqhist_bins(px, n_bins)]
+# %% ../nbs/04_transforms.ipynb #98be8d85
+class CTNorm(Intensity):
+    "nnU-Net's CT normalisation: clip to the foreground's 0.5/99.5 percentiles, then z-score with its mean and std"
+    kind = 'ct_norm'
+    def __init__(self, lo:float|None=None, # lowest HU kept (the foreground's 0.5 percentile)
+                 hi:float|None=None, # highest HU kept (its 99.5 percentile)
+                 mean:float|None=None, # mean of the clipped foreground
+                 std:float|None=None, # its standard deviation
+                ):
+        super().__init__(); self.lo,self.hi,self.mean,self.std = [None if o is None else float(o) for o in (lo, hi, mean, std)]
+    @property
+    def needs_fit(self): return None in (self.lo, self.hi, self.mean, self.std)
+    @property
+    def config(self): return {'kind': self.kind, 'lo': self.lo, 'hi': self.hi, 'mean': self.mean, 'std': self.std}
+    @classmethod
+    def fit(cls, fg:np.ndarray, # foreground HU values (a sample of the training cases' liver and tumour voxels)
+            lo_pct:float=0.5, hi_pct:float=99.5, # percentiles to clip at
+           )->CTNorm:
+        "The normalisation that the foreground sample `fg` gives"
+        fg = np.asarray(fg, np.float64).ravel()
+        if fg.size < 2: raise ValueError('no foreground values to fit the CT normalisation on')
+        lo,hi = np.percentile(fg, [lo_pct, hi_pct])
+        c = np.clip(fg, lo, hi)
+        return cls(lo, hi, c.mean(), max(float(c.std()), 1e-3))
+    def apply(self, x):
+        if self.needs_fit: raise ValueError("'ct_norm' intensity is not fitted yet: fit it on the training cases (fit_intensity)")
+        return ((np.clip(np.asarray(x, np.float32), self.lo, self.hi) - self.mean) / self.std).astype(np.float32)[..., None, :, :]
 
-def fit_intensity(cfg, # intensity config (dict, JSON text or `Intensity`)
-                  cache, # a prepared slice cache
-                  cases, # training case ids
-                  n_bins:int=100, # histogram bins
-                 )->dict: # config with fitted bins
-    "`cfg` with its histogram bins fitted on `cases` of `cache` if it needs them, else unchanged"
-    tfm = intensity_from_config(cfg)
-    if not tfm.needs_fit: return tfm.config
-    return {**tfm.config, 'bins': fit_hist_bins(cache, cases, n_bins=n_bins)}
+INTENSITIES[CTNorm.kind] = CTNorm

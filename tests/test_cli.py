@@ -64,6 +64,27 @@ def test_train_predict_evaluate(synth_data, synth_cache, tmp_path):
     assert set(per_case['case']) == {'5'} and per_case['dice'].between(0, 1).all()
 
 
+def test_auto_plans_on_training_cases_trains_to_a_budget_and_replays_in_the_scans_geometry(synth_data, synth_cache, tmp_path):
+    "lits-plan fits the plan on the training cases; lits-train --arch auto trains it within a budget into a model file that carries it; lits-predict replays it on a scan"
+    run('lits-plan', synth_cache, '--valid-cases', '4', '--test-cases', '5', '--out', tmp_path/'plan.json')
+    plan = json.loads((tmp_path/'plan.json').read_text())
+    assert (plan['train_cases'], plan['valid_cases'], plan['test_cases']) == (['0', '1', '2', '3'], ['4'], ['5'])
+    out = tmp_path/'auto'
+    p = run('lits-train', synth_cache, '--arch', 'auto', '--size', 32, '--valid-cases', '4', '--test-cases', '5', '--budget', '20s',
+            '--pretrained', 'no', '--out', out, timeout=900)
+    assert re.search(r'budget 20 s: an epoch takes about [\d.]+ s here, so \d+ epochs', p.stdout), p.stdout
+    saved = json.loads((out/'plan.json').read_text())
+    assert saved['train_cases'] == plan['train_cases'] and saved['choices']['intensity'] == plan['choices']['intensity']
+    from lits_fastai.learner import read_contract
+    c = read_contract(out/'model.safetensors')
+    assert c['plan']['choices'] == saved['choices'] and c['spacing'] == saved['choices']['spacing']['value'] and 'postprocess' in c
+    assert c['intensity'] == saved['choices']['intensity']['value']
+    vol = next(synth_data.glob('volume_pt*/volume-5.nii'))
+    run('lits-predict', out, vol, tmp_path/'m.nii.gz')               # the run folder stands for its model file
+    mask, src = nib.load(tmp_path/'m.nii.gz'), nib.load(vol)
+    assert mask.shape == src.shape and np.allclose(mask.affine, src.affine) and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+
+
 def test_train_rejects_a_missing_folder(tmp_path):
     p = run('lits-train', tmp_path/'nowhere', ok=False)
     assert 'nowhere' in p.stderr and 'Traceback' not in p.stderr
@@ -134,7 +155,7 @@ def test_train_logs_to_tensorboard_and_names_a_missing_tracker(synth_cache, tmp_
     assert p.stderr.strip().splitlines()[-1].startswith('lits-train: --log nosuchtracker: unknown tracker') and 'Traceback' not in p.stderr
 
 
-COMMANDS = ['lits-synth', 'lits-prepare', 'lits-train', 'lits-predict', 'lits-evaluate', 'lits-compare', 'lits-demo']
+COMMANDS = ['lits-synth', 'lits-prepare', 'lits-plan', 'lits-train', 'lits-predict', 'lits-evaluate', 'lits-compare', 'lits-demo', 'lits-export']
 
 @pytest.mark.parametrize('cmd', COMMANDS)
 def test_help_is_quiet_and_dashed(cmd):

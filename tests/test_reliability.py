@@ -173,8 +173,8 @@ sys.argv = ['lits-prepare', sys.argv[1], sys.argv[2], '--n-workers', '0']
 C.lits_prepare()
 '''
 
-# 6 cases x 3 files (label.npy, image.npy, meta.json) are committed first, then manifest.csv and cases.csv
-KILLS = [('stack', 0), ('commit', 3), ('stack', 4), ('commit', 11), ('commit', 19), ('commit', 20)]
+# cache.json, then 6 cases x 4 files (label.npy, image.npy, fg_sample.npy, meta.json) are committed, then manifest.csv and cases.csv
+KILLS = [('stack', 1), ('commit', 4), ('stack', 6), ('commit', 14), ('commit', 25), ('commit', 27)]
 
 @pytest.mark.parametrize('where,k', KILLS)
 def test_prepare_killed_at_any_point_resumes_to_identical_cache(work, data, cache, where, k):
@@ -182,7 +182,7 @@ def test_prepare_killed_at_any_point_resumes_to_identical_cache(work, data, cach
     c = work/f'killed_prepare_{where}_{k}'
     p = py(_KILL_PREPARE, data, c, env={'KILL_WHERE': where, 'KILL_K': str(k)})
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
-    assert (c/'manifest.csv').exists() == ((where, k) == ('commit', 20))     # no manifest before every case is complete
+    assert (c/'manifest.csv').exists() == ((where, k) == ('commit', 27))     # no manifest before every case is complete
     r = cli('lits-prepare', data, c)
     assert r.returncode == 0, r.stderr
     assert not list(c.rglob('*.part'))
@@ -631,11 +631,11 @@ def test_volume_dls_and_patch_sampler_never_leak(id_cache, mode, split):
 @pytest.mark.parametrize('factory', ['slice_dls', 'volume_dls'])
 def test_test_cases_never_reach_intensity_fitting(id_cache, factory, monkeypatch):
     "Histogram bins (LT-Net's fitted intensity statistics) are fitted on the training cases alone, never on validation or test cases"
-    import lits_fastai.data as D, lits_fastai.data3d as D3, lits_fastai.transforms as T
-    seen, fit = [], T.fit_hist_bins
+    import lits_fastai.data as D, lits_fastai.data3d as D3
+    seen, fit = [], D.fit_hist_bins
     def fit_hist_bins(cache, cases, **kw):
         seen.append(sorted(map(str, cases))); return fit(cache, cases, **kw)
-    monkeypatch.setattr(T, 'fit_hist_bins', fit_hist_bins)
+    monkeypatch.setattr(D, 'fit_hist_bins', fit_hist_bins)
     hist = {'kind': 'window_hist', 'windows': [[400, 50]], 'bins': None}
     if factory == 'slice_dls': dls = D.slice_dls(id_cache, size=32, bs=8, intensity=hist, aug=None, valid_cases=['2'], test_cases=['0', '7'])
     else: dls = D3.volume_dls(id_cache, size=(8, 16, 16), intensity=hist, aug=False, valid_cases=['2'], test_cases=['0', '7'], progress=False)

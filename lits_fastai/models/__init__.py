@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 import torch
 import torch.nn as nn
-from .ltnet import ltnet, find_local_weights, resolve_weights, load_weights, MissingWeightsError, _norm_pretrained
+from .ltnet import ltnet, find_local_weights, resolve_weights, load_weights, MissingWeightsError, norm_pretrained
 from .hybrid import hybrid
 from .cafct import cafct
 from .dyntransnet import dyntransnet, dyntransnet2d
@@ -121,7 +121,7 @@ def build_model(name:str, # registry name: 'ltnet', 'hybrid', 'cafct', 'dyntrans
     f,info = MODELS[name],MODEL_INFO[name]
     if n_out is None: n_out = info['n_out']
     if not info.get('pretrained'):
-        p,w = _norm_pretrained(kwargs.pop('pretrained', False)),kwargs.pop('weights', None)
+        p,w = norm_pretrained(kwargs.pop('pretrained', False)),kwargs.pop('weights', None)
         if p is True or w is not None: raise ValueError(f"{name} has no ImageNet-pretrained encoder: use pretrained=False or 'auto'")
     return f(n_in=n_in, n_out=n_out, **kwargs)
 

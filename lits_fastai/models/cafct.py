@@ -8,26 +8,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock
+from torchvision.ops import Conv2dNormActivation
+from torchvision.ops import StochasticDepth
+from .hybrid import DoubleConv
 
 # %% auto #0
-__all__ = ['ConvBNReLU', 'DoubleConv', 'CNNBranch', 'DropPath', 'OverlapPatchEmbed', 'SRAttention', 'ConvMlp', 'PVTBlock',
-           'TransformerBranch', 'SqueezeExcite', 'AFF', 'ASPP', 'AttentionGate', 'CAFCTNet', 'cafct']
+__all__ = ['ConvBNReLU', 'CNNBranch', 'SRAttention', 'OverlapPatchEmbed', 'ConvMlp', 'PVTBlock', 'TransformerBranch',
+           'SqueezeExcite', 'AFF', 'ASPP', 'AttentionGate', 'CAFCTNet', 'cafct']
 
 # %% ../../nbs/12_models.cafct.ipynb #a92d2efc
-class ConvBNReLU(nn.Sequential):
-    "Conv2d (no bias) - BatchNorm - ReLU"
-    def __init__(self, ni:int, # input channels
-                 nf:int, # output channels
-                 ks:int=3, # kernel size
-                 stride:int=1, # stride
-                 dilation:int=1, # dilation (padding keeps the size)
-                ):
-        super().__init__(nn.Conv2d(ni, nf, ks, stride, padding=dilation*(ks//2), dilation=dilation, bias=False),
-                         nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
-
-class DoubleConv(nn.Sequential):
-    "Two `ConvBNReLU` 3x3"
-    def __init__(self, ni:int, nf:int): super().__init__(ConvBNReLU(ni, nf), ConvBNReLU(nf, nf))
+def ConvBNReLU(ni:int, # input channels
+               nf:int, # output channels
+               ks:int=3, # kernel size
+               stride:int=1, # stride
+               dilation:int=1, # dilation (padding keeps the size)
+              ) -> Conv2dNormActivation:
+    "Conv2d (no bias) - BatchNorm - ReLU: torchvision's `Conv2dNormActivation`"
+    return Conv2dNormActivation(ni, nf, ks, stride, dilation=dilation)
 
 # %% ../../nbs/12_models.cafct.ipynb #239709b5
 def _res_stage(ni, nf, n, stride):
@@ -52,24 +49,6 @@ class CNNBranch(nn.Module):
         return out
 
 # %% ../../nbs/12_models.cafct.ipynb #273ad8cb
-class DropPath(nn.Module):
-    "Stochastic depth: drop the whole residual branch of a sample with probability `p` while training"
-    def __init__(self, p:float=0.): super().__init__(); self.p = p
-    def forward(self, x):
-        if not self.training or self.p==0: return x
-        keep = x.new_empty(x.shape[0], *[1]*(x.ndim-1)).bernoulli_(1-self.p)
-        return x*keep/(1-self.p)
-
-class OverlapPatchEmbed(nn.Module):
-    "Strided conv with overlapping windows, then LayerNorm over channels; returns tokens and the grid size"
-    def __init__(self, ni:int, nf:int, ks:int=7, stride:int=4):
-        super().__init__()
-        self.proj,self.norm = nn.Conv2d(ni, nf, ks, stride, ks//2),nn.LayerNorm(nf)
-    def forward(self, x):
-        x = self.proj(x)
-        h,w = x.shape[-2:]
-        return self.norm(x.flatten(2).transpose(1, 2)), h, w
-
 class SRAttention(nn.Module):
     "Multi-head attention whose keys and values come from the token map shrunk `sr` times (PVT)"
     def __init__(self, dim:int, heads:int=1, sr:int=1):
@@ -86,6 +65,17 @@ class SRAttention(nn.Module):
             x = self.norm(self.reduce(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2))
         k,v = self.kv(x).reshape(b, -1, 2, self.heads, c//self.heads).permute(2, 0, 3, 1, 4)
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+
+# %% ../../nbs/12_models.cafct.ipynb #d4874b72
+class OverlapPatchEmbed(nn.Module):
+    "Strided conv with overlapping windows, then LayerNorm over channels; returns tokens and the grid size"
+    def __init__(self, ni:int, nf:int, ks:int=7, stride:int=4):
+        super().__init__()
+        self.proj,self.norm = nn.Conv2d(ni, nf, ks, stride, ks//2),nn.LayerNorm(nf)
+    def forward(self, x):
+        x = self.proj(x)
+        h,w = x.shape[-2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), h, w
 
 class ConvMlp(nn.Module):
     "PVT-v2 feed-forward: Linear, depthwise 3x3 conv (the position information), GELU, Linear"
@@ -104,11 +94,12 @@ class PVTBlock(nn.Module):
         super().__init__()
         self.norm1,self.attn = nn.LayerNorm(dim),SRAttention(dim, heads, sr)
         self.norm2,self.mlp = nn.LayerNorm(dim),ConvMlp(dim, int(dim*mlp_ratio))
-        self.drop = DropPath(drop_path)
+        self.drop = StochasticDepth(drop_path, 'row')
     def forward(self, x, h, w):
         x = x + self.drop(self.attn(self.norm1(x), h, w))
         return x + self.drop(self.mlp(self.norm2(x), h, w))
 
+# %% ../../nbs/12_models.cafct.ipynb #01447914
 class TransformerBranch(nn.Module):
     "PVT-v2-style pyramid Transformer returning one feature map per level (strides 4, 8, 16, 32)"
     def __init__(self, n_in:int=1, # input channels
@@ -217,7 +208,7 @@ class CAFCTNet(nn.Module):
         self.bottleneck = ASPP(dims[3], aspp_ch, rates) if use_aspp else ConvBNReLU(dims[3], aspp_ch, 1)
         g_chs = (dims[1], dims[2], aspp_ch)           # gating signal of each level: the next coarser decoder output
         if use_ag: self.gates = nn.ModuleList([AttentionGate(dims[i], g_chs[i]) for i in range(3)])
-        self.dec = nn.ModuleList([DoubleConv(g_chs[i] + dims[i], dims[i]) for i in range(3)])
+        self.dec = nn.ModuleList([DoubleConv(g_chs[i] + dims[i], dims[i], nested=True) for i in range(3)])
         self.head = nn.ModuleList([ConvBNReLU(dims[0], max(dims[0]//2, 1)), nn.Conv2d(max(dims[0]//2, 1), n_out, 1)])
 
     def encode(self, x):

@@ -9,11 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
+from torchvision.ops import StochasticDepth
 
 # %% auto #0
 __all__ = ['DYNTRANSNET_ABLATION', 'window_partition', 'window_reverse', 'window_config', 'attn_mask', 'window_groups', 'DMSA',
-           'DropPath', 'DynBlock', 'DynStage', 'PatchMerging', 'FMM', 'ConcatFuse', 'ConvNormAct2', 'RM',
-           'DecoderStage', 'DynTransNet', 'dyntransnet', 'dyntransnet2d']
+           'DynBlock', 'DynStage', 'PatchMerging', 'FMM', 'ConcatFuse', 'ConvNormAct2', 'RM', 'DecoderStage',
+           'DynTransNet', 'dyntransnet', 'dyntransnet2d']
 
 # %% ../../nbs/13_models.dyntransnet.ipynb #f08880ee
 def _tup(x, d:int) -> tuple: return tuple(x) if isinstance(x, (tuple, list)) else (x,)*d
@@ -140,14 +141,6 @@ class DMSA(nn.Module):
         return (s if b is None else s + b).softmax(-1)
 
 # %% ../../nbs/13_models.dyntransnet.ipynb #7c610bce
-class DropPath(nn.Module):
-    "Stochastic depth: drop the whole residual branch of a sample with probability `p` in training"
-    def __init__(self, p:float=0.): super().__init__(); self.p = p
-    def forward(self, x):
-        if not self.training or not self.p: return x
-        keep = x.new_empty(x.shape[0], *[1]*(x.ndim-1)).bernoulli_(1-self.p)
-        return x * keep / (1-self.p)
-
 def _pad_cl(x, S, ws):
     "Zero-pad a channels-last map at the far end to multiples of `ws`"
     pads = [(-s) % w for s,w in zip(S, ws)]
@@ -169,7 +162,7 @@ class DynBlock(nn.Module):
         self.attn = DMSA(dim, heads, dynamic, qkv_bias, attn_drop, drop)
         h = int(dim*mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, h), nn.GELU(), nn.Dropout(drop), nn.Linear(h, dim), nn.Dropout(drop))
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = StochasticDepth(drop_path, 'row')
 
     def forward(self, x:torch.Tensor, # (B, *S, C)
                 ws:tuple, # window size

@@ -8,18 +8,20 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import Conv2dNormActivation
 
 # %% auto #0
 __all__ = ['DoubleConv', 'resize_pos_embed', 'HybridUNet', 'hybrid']
 
 # %% ../../nbs/11_models.hybrid.ipynb #6b156be1
 class DoubleConv(nn.Sequential):
-    "(Conv3x3 - BatchNorm - ReLU) twice"
+    "(Conv3x3 - BatchNorm - ReLU) twice, from torchvision's `Conv2dNormActivation`"
     def __init__(self, ni:int, # input channels
                  nf:int, # output channels
+                 nested:bool=False, # two conv-BN-ReLU children (CAFCT-Net's parameter names) instead of six flat layers (the hybrid's)
                 ):
-        super().__init__(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True),
-                         nn.Conv2d(nf, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
+        a,b = Conv2dNormActivation(ni, nf),Conv2dNormActivation(nf, nf)
+        super().__init__(*((a, b) if nested else (*a, *b)))
 
 # %% ../../nbs/11_models.hybrid.ipynb #a65ac1cb
 def resize_pos_embed(pos:torch.Tensor, # (1, gh*gw, C) position embedding on a `grid` of gh x gw positions

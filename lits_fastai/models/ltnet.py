@@ -12,12 +12,12 @@ import torchvision
 from fastcore.meta import delegates
 from fastai.vision.learner import create_body, model_meta, _default_meta
 from fastai.vision.models.unet import DynamicUnet
-from ..core import BadInputError, LitsError
+from ..core import BadInputError, LitsError, error_line
 
 # %% auto #0
 __all__ = ['MissingWeightsError', 'weight_file_names', 'hub_checkpoints', 'find_local_weights', 'missing_weights_message',
-           'download_weights', 'resolve_weights', 'read_state_dict', 'load_weights', 'adapt_first_conv', 'ltnet',
-           'ltnet_meta']
+           'download_weights', 'norm_pretrained', 'resolve_weights', 'read_state_dict', 'load_weights',
+           'adapt_first_conv', 'ltnet', 'ltnet_meta']
 
 # %% ../../nbs/10_models.ltnet.ipynb #a8fd7df5
 class MissingWeightsError(LitsError, RuntimeError):
@@ -76,13 +76,9 @@ def download_weights(arch, # torchvision architecture: name ('resnet50') or func
     torch.hub.download_url_to_file(url, str(dst), h.group(1) if h else None, progress=False)
     return dst
 
-def _why(e:Exception) -> str:
-    "An exception as one short line"
-    msg = (str(e).strip().splitlines() or [''])[0][:160]
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
 # %% ../../nbs/10_models.ltnet.ipynb #0d7f003a
-def _norm_pretrained(pretrained):
+def norm_pretrained(pretrained):
+    "`pretrained` as True, False or 'auto', from a bool or a word ('yes', 'no', 'auto', ...)"
     if isinstance(pretrained, str):
         p = pretrained.lower()
         if p=='auto': return 'auto'
@@ -96,13 +92,13 @@ def resolve_weights(arch, # torchvision architecture: name or function
                     weights=None, # a local weights file, used whatever `pretrained` says
                    )->Path|None: # the file to load, or None to build from scratch
     "The weights file to load for `arch`: `weights`, else the one on disk, else a download; warning or raising as `pretrained` asks"
-    pretrained = _norm_pretrained(pretrained)
+    pretrained = norm_pretrained(pretrained)
     if weights is not None: return find_local_weights(arch, weights)
     if pretrained is False: return None
     fn = find_local_weights(arch)
     if fn is not None: return fn
     try: return download_weights(arch)
-    except Exception as e: msg = missing_weights_message(arch, _why(e))
+    except Exception as e: msg = missing_weights_message(arch, error_line(e))
     if pretrained is True: raise MissingWeightsError(msg)
     warnings.warn(msg + '; training from scratch', stacklevel=3)
 
