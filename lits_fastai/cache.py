@@ -22,8 +22,8 @@ from .discover import scan_cases, case_sort_key
 # %% auto #0
 __all__ = ['FORMAT', 'AFFINE_TOL', 'N_SAMPLE', 'MANIFEST_COLS', 'FINGERPRINT_COLS', 'CASE_COLS', 'DISK_MARGIN', 'stored_hw',
            'CacheWriteError', 'cache_case', 'PrepareResult', 'prepare_cache', 'load_manifest', 'load_case_table',
-           'open_case', 'case_meta', 'cache_resolution', 'check_resolution', 'load_fingerprint', 'foreground_sample',
-           'lits_prepare']
+           'open_case', 'case_meta', 'cache_resolution', 'stored_spacing', 'check_resolution', 'load_fingerprint',
+           'foreground_sample', 'lits_prepare']
 
 # %% ../nbs/03_cache.ipynb #b5cefe35
 def stored_hw(h:int, # slice height (rows, the canonical y axis) in pixels
@@ -475,6 +475,13 @@ def cache_resolution(cache, # a prepared cache
     h, w = tbl['height'].astype(int), tbl['width'].astype(int)
     hw = lambda f: (int(f(h)), int(f(w))) if len(tbl) else None
     return dict(size=cfg.get('size'), spacing=cfg.get('spacing'), max_hw=hw(np.max), min_hw=hw(np.min))
+
+def stored_spacing(cache, # a prepared cache
+                  )->float|None: # mm, or None for a native cache (which holds every spacing)
+    "The coarsest in-plane pixel of a cache prepared with `--size` or `--spacing`: no recipe can ask for finer"
+    if not {k: v for k,v in (_read_cache_json(cache) or {}).items() if k in ('size', 'spacing') and v is not None}: return None
+    man = load_manifest(cache)
+    return float(np.minimum(man['spacing_x'], man['spacing_y']).max())
 
 def check_resolution(cache, # a prepared cache
                      size, # in-plane size a recipe asks: int, (H, W), or None (native)

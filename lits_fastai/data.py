@@ -24,7 +24,7 @@ import fastai.vision.data, fastai.vision.learner  # register show_batch / show_r
 from fastai.torch_core import show_image
 from .discover import case_sort_key
 from .transforms import TensorSlice, CTNorm, intensity_from_config, freqhist_bins
-from .cache import load_manifest, open_case, check_resolution, cache_resolution, foreground_sample
+from .cache import load_manifest, open_case, check_resolution, stored_spacing, foreground_sample
 
 # %% auto #0
 __all__ = ['MASK_COLORS', 'case_key', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'LeakageError', 'LeakageWarning',
@@ -471,11 +471,8 @@ def slice_datablock(cache, # a prepared slice cache
 
 def _check_spacing(cache, spacing:float):
     "Refuse a target pixel spacing finer than a resampled cache holds (a native cache holds every spacing)"
-    res = cache_resolution(cache)
-    if res.get('size') is None and res.get('spacing') is None: return
-    man = load_manifest(cache)
-    have = float(np.minimum(man['spacing_x'], man['spacing_y']).max())
-    if spacing < have*(1-1e-3):
+    have = stored_spacing(cache)
+    if have is not None and spacing < have*(1-1e-3):
         raise BadInputError(cache, f"holds slices resampled to {have:.3g} mm pixels at the coarsest; the recipe asks {spacing:.3g} mm: "
                                    f"prepare a cache with a finer --spacing (or native), or train at --spacing >= {have:.3g}")
 

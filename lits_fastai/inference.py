@@ -78,7 +78,9 @@ class Ensemble(nn.Module):
         c = {**self.contracts[0], 'members': self.names}
         if self.postprocess is not None: c['postprocess'] = self.postprocess
         return c
-    def members(self) -> list: return list(zip(self.models, self.contracts))
+    def members(self) -> list:
+        "(module, contract) of each member: each preprocesses a scan with its own contract's statistics"
+        return list(zip(self.models, self.contracts))
     def forward(self, x): raise LitsError('an Ensemble averages probabilities after each member preprocesses: use predict_volume')
 
 def ensemble_files(src, # an ensemble folder, a run folder or a list of model files
@@ -204,7 +206,9 @@ class SliceProbs:
         size = c['size']
         return (size, size) if isinstance(size, int) else tuple(size)[-2:]
 
-    def __call__(self, zs)->torch.Tensor: # float32 `(len(zs), n, H, W)`: n is 1 (binary) or 3
+    def __call__(self, zs, # slice indices of the stack
+                )->torch.Tensor: # float32 `(len(zs), n, H, W)`: n is 1 (binary) or 3
+        "Class probabilities of slices `zs` at the stack's own size: each member's own input and size, averaged"
         p = None
         with torch.inference_mode(), autocast_for(self.device):
             for (m,c),inp,size in zip(self.members, self.inputs, self.sizes):

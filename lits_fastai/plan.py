@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fastcore.script import call_parse
-from .cache import load_manifest, load_fingerprint, foreground_sample
+from .cache import load_manifest, load_fingerprint, foreground_sample, stored_spacing
 from .transforms import CTNorm
 from .recipes import Recipe, get_recipe
 
@@ -92,8 +92,13 @@ def make_plan(cache, # a prepared cache
     sp,fov,cap = fs['in-plane spacing (mm)']['median'],fs['field of view (mm)']['median'],int(size or MAX_SIDE.get(dev, 128))
     src = '--size' if size else f"the {dev.upper()} limit"
     target = round(max(sp, fov/cap), 3)
-    choose('spacing', target, f"the training cases' median pixel ({sp:.3g} mm); their median field of view ({fov:.0f} mm) fits in {cap} px ({src})"
+    why = (f"the training cases' median pixel ({sp:.3g} mm); their median field of view ({fov:.0f} mm) fits in {cap} px ({src})"
            if target <= sp*1.001 else f"the median field of view ({fov:.0f} mm) in {cap} px ({src}): coarser than the median pixel ({sp:.3g} mm)")
+    held = stored_spacing(cache)
+    if held is not None and target < held:
+        target = float(np.ceil(held*1000)/1000)
+        why += f"; raised to {target:.4g} mm, the coarsest pixel the cache holds (prepared with --size/--spacing)"
+    choose('spacing', target, why)
     side = fov/target
     choose('size', min(cap, _up32(side)), f"the median slice ({side:.0f} px at {target:.3g} mm) rounded up to a multiple of 32, at most {cap}")
     thick = fs['slice spacing (mm)']['median']

@@ -253,6 +253,7 @@ def test_train_killed_mid_epoch_resumes_to_the_same_weights(run_a, killed_run, t
 _KILL_PREDICT = r'''
 import os, sys, signal
 import nibabel.arraywriters as aw
+signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal: a shell's background job inherits SIGINT ignored
 kill_at, n = int(os.environ['KILL_AT']), [0]
 _write = aw.array_to_file
 def array_to_file(data, fileobj, *a, **k):
