@@ -485,8 +485,14 @@ def stored_spacing(cache, # a prepared cache
 
 def check_resolution(cache, # a prepared cache
                      size, # in-plane size a recipe asks: int, (H, W), or None (native)
+                     spacing:float|None=None, # pixel spacing (mm) a recipe resamples slices to, or None
                     ):
-    "Raise a one-line `BadInputError` when `size` asks for more pixels per slice than the `--size` cache `cache` stores"
+    "Raise a one-line `BadInputError` when a recipe asks for more pixels per slice than `--size` stored, or finer pixels than a resampled cache holds"
+    if spacing is not None:
+        have = stored_spacing(cache)
+        if have is not None and spacing < have*(1-1e-3):
+            raise BadInputError(cache, f"holds slices resampled to {have:.3g} mm pixels at the coarsest; the recipe asks {spacing:.3g} mm: "
+                                       f"prepare a cache with a finer --spacing (or native), or train at --spacing >= {have:.3g}")
     cfg = _read_cache_json(cache) or {}
     if size is None or cfg.get('size') is None: return
     h,w = (int(size),)*2 if np.ndim(size)==0 else (int(o) for o in size)

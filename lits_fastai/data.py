@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, math, warnings
 import random
 from pathlib import Path
-from .core import LitsError, BadInputError, CODES, COLORS   # first: it quiets a torch warning fastai's import raises
+from .core import LitsError, CODES, COLORS   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import pandas as pd
 import torch
@@ -24,7 +24,7 @@ import fastai.vision.data, fastai.vision.learner  # register show_batch / show_r
 from fastai.torch_core import show_image
 from .discover import case_sort_key
 from .transforms import TensorSlice, CTNorm, intensity_from_config, freqhist_bins
-from .cache import load_manifest, open_case, check_resolution, stored_spacing, foreground_sample
+from .cache import load_manifest, open_case, check_resolution, foreground_sample
 
 # %% auto #0
 __all__ = ['MASK_COLORS', 'case_key', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'LeakageError', 'LeakageWarning',
@@ -455,8 +455,7 @@ def slice_datablock(cache, # a prepared slice cache
                    )->DataBlock:
     "A DataBlock of preprocessed slices and their masks from `cache`, split by patient"
     man = load_manifest(cache)
-    if spacing is None: check_resolution(cache, size)
-    else: _check_spacing(cache, spacing)
+    check_resolution(cache, size if spacing is None else None, spacing)   # a patch at a fixed spacing is cut, not resized
     train_cases,valid_cases = resolve_split(man['case'].unique(), valid_cases, train_cases, slice_split)
     cfg = fit_intensity(intensity, cache, train_cases)
     slices = select_slices(man, sorted(set(train_cases) | set(valid_cases), key=case_key), select)
@@ -469,17 +468,10 @@ def slice_datablock(cache, # a prepared slice cache
                        n_channels=context*intensity_from_config(cfg).n_channels, select=select, aug=aug, slice_split=slice_split, source=str(cache))
     return dblock
 
-def _check_spacing(cache, spacing:float):
-    "Refuse a target pixel spacing finer than a resampled cache holds (a native cache holds every spacing)"
-    have = stored_spacing(cache)
-    if have is not None and spacing < have*(1-1e-3):
-        raise BadInputError(cache, f"holds slices resampled to {have:.3g} mm pixels at the coarsest; the recipe asks {spacing:.3g} mm: "
-                                   f"prepare a cache with a finer --spacing (or native), or train at --spacing >= {have:.3g}")
-
 def _auto_range(cfg) -> dict:
     "The range of the network input of intensity `cfg` and nnU-Net's noise level (variance up to 0.1 of a z-score) on that range scaled to [0, 1]"
     t = intensity_from_config(cfg)
-    if t.kind!='ct_norm': return {'lo': 0., 'hi': 1., 'noise_std': 0.1**.5 * 0.1}
+    if t.kind!='ct_norm': return {'lo': 0., 'hi': 1., 'noise_std': 0.1**.5 * 0.1}   # an input in [0, 1]: a tenth of its range taken as a z-score unit
     lo,hi = (t.lo-t.mean)/t.std,(t.hi-t.mean)/t.std
     return {'lo': lo, 'hi': hi, 'noise_std': 0.1**.5 / (hi-lo)}
 

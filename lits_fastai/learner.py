@@ -25,6 +25,7 @@ import fastai.callback.schedule  # adds Learner.fit_one_cycle
 import lits_fastai
 from .core import LitsError, BadInputError, atomic_path, error_line
 from .recipes import Recipe, get_recipe
+from .plan import plan_recipe
 from .models import build_model, MODELS, MODEL_INFO
 from .transforms import intensity_from_config
 from .losses import LOSSES
@@ -220,7 +221,6 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
 
 def _auto_from(dls) -> Recipe:
     "The `auto` recipe of DataLoaders made for it: their plan's, with what the DataLoaders themselves hold"
-    from lits_fastai.plan import plan_recipe
     plan = getattr(dls, 'plan', None)
     r = plan_recipe(plan) if plan else get_recipe('auto')
     return replace(r, **{k: getattr(dls, k) for k in ('size', 'context', 'spacing', 'intensity') if getattr(dls, k, None) is not None})

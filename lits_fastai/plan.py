@@ -4,10 +4,8 @@
 
 # %% ../nbs/26_plan.ipynb #1a77abd3
 from __future__ import annotations
-import math, re, sys, time
-from dataclasses import replace
-from pathlib import Path
-from .core import LitsError, BadInputError, cli_compat, write_json   # first: it quiets a torch warning fastai's import raises
+import math, re, sys
+from .core import LitsError, cli_compat, write_json   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import pandas as pd
 import torch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_train.ipynb #c86c2292
 from __future__ import annotations
-import hashlib, os, sys, time, tempfile, shutil
+import hashlib, os, sys, time, shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
