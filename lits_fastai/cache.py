@@ -14,7 +14,7 @@ import cv2
 from filelock import FileLock, Timeout
 from fastcore.parallel import parallel
 from fastcore.script import call_parse
-from .core import LitsError, BadInputError, load_nifti, geometry, read_nifti, to_canonical, to_slices, atomic_path, write_json
+from .core import LitsError, BadInputError, load_nifti, geometry, read_nifti, to_canonical, to_slices, atomic_path, write_json, slabs
 from .core import label_components, component_sizes, cli_compat
 from .core import has_scaling
 from .discover import scan_cases, case_sort_key
@@ -79,18 +79,15 @@ def _write_stack(fn, can, dtype, fix=None):
     dtype = np.dtype(dtype)
     with open(fn, 'wb') as f:
         np.lib.format.write_array_header_1_0(f, {'descr': np.lib.format.dtype_to_descr(dtype), 'fortran_order': False, 'shape': (Z,H,W)})
-        bz = max(1, _BLOCK // src.slice_bytes)
-        for z0 in range(0, Z, bz):
-            blk = src.slices(z0, min(Z, z0+bz))
-            if fix is not None: blk = fix(blk, z0)
+        for s in slabs((src.slice_bytes, Z), _BLOCK, axis=-1):    # about _BLOCK bytes of source slices a block
+            blk = src.slices(s.start, s.stop)
+            if fix is not None: blk = fix(blk, s.start)
             f.write(np.ascontiguousarray(blk.astype(dtype, copy=False)).data)
     return Path(fn).stat().st_size
 
 def _blocks(can:np.ndarray):
     "Blocks of slices of the canonical array `can` (views), with their first slice index"
-    X,Y,Z = can.shape
-    bz = max(1, _BLOCK // (X*Y*can.dtype.itemsize))
-    for z0 in range(0, Z, bz): yield z0, can[:,:,z0:z0+bz]
+    for s in slabs(can, _BLOCK//can.dtype.itemsize, axis=-1): yield s.start, can[:,:,s]
 
 def _read_stored(img, fn) -> np.ndarray:
     "The voxels of `img` as stored: `.nii.gz` decompressed in blocks into one array (no second copy), else `core.read_nifti`"

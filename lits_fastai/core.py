@@ -207,12 +207,15 @@ def bbox(mask:np.ndarray, # boolean (or 0/non-0) array
     if not sl: return None
     return tuple(slice(max(s.start-margin, 0), min(s.stop+margin, n)) for s,n in zip(sl[0], m.shape))
 
-def slabs(a:np.ndarray, # array to walk through along its first axis
+def slabs(a, # an array to walk through, or its shape
           voxels:int=1<<22, # about this many elements per block
-         ) -> list: # slices of the first axis
-    "Blocks of whole slices of `a`, each about `voxels` elements: for bounded temporaries"
-    n = max(1, voxels//max(1, a[:1].size))
-    return [slice(i, i+n) for i in range(0, len(a), n)]
+          axis:int=0, # the axis walked along (-1: the canonical (X, Y, Z) arrays' slices)
+         ) -> list: # slices of `axis`
+    "Blocks of whole slices of `a` along `axis`, each about `voxels` elements: for bounded temporaries"
+    shape = tuple(a.shape) if hasattr(a, 'shape') else tuple(a)
+    m = shape[axis]
+    n = max(1, voxels//max(1, int(np.prod(shape, dtype=np.int64))//max(1, m)))
+    return [slice(i, min(i+n, m)) for i in range(0, m, n)]
 
 def label_components(mask:np.ndarray, # 2D or 3D mask
                     ) -> tuple: # (labels: uint16/uint32/uint64 array, number of components)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_data.ipynb #a015f979
 from __future__ import annotations
-import os, math, warnings
+import os, math, warnings, inspect
 import random
 from pathlib import Path
 from .core import LitsError, CODES, COLORS   # first: it quiets a torch warning fastai's import raises
@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import cv2
 from fastcore.basics import store_attr
+from fastcore.meta import delegates
 from fastai.data.block import DataBlock, TransformBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Transform, ItemTransform
@@ -32,7 +33,7 @@ __all__ = ['MASK_COLORS', 'case_key', 'SELECTIONS', 'mask_overlay', 'TensorLitsM
            'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'AlbumentationsTransform', 'LitsTypes',
            'slice_augs', 'fit_hist_bins', 'fit_intensity', 'SliceRef', 'plane_shape', 'SliceGetter', 'MaskGetter',
            'PlanCrop', 'case_splitter', 'resolve_split', 'segmentation_datablock', 'slice_datablock', 'without_cases',
-           'limit_cases', 'split_cases', 'slice_dls', 'block_dataloaders']
+           'limit_cases', 'split_cases', 'split_kwargs', 'slice_dls', 'block_dataloaders']
 
 # %% ../nbs/05_data.ipynb #d9823574
 MASK_COLORS = {1: COLORS['liver'], 2: COLORS['tumor']}  # label value -> RGB: liver green, tumour red (`core.COLORS`)
@@ -511,9 +512,9 @@ def split_cases(source, # a prepared cache, or a case table, slice manifest or l
                 n_folds:int|None=None, # number of folds
                 stratify:bool=True, # spread validation cases over the tumour burden
                 max_cases:int|None=None, # use at most this many cases
-                seed:int=42, # seed of the split and the case subset
-                test_cases=None, # case ids left out of both sides
-                slice_split:bool=False, # every case on the training side (a slice-level split follows)
+                seed:int=42, # seed of the split, the case subset and the factories' sampling
+                test_cases=None, # case ids held out of the run entirely: never trained on, validated on or used to fit intensities
+                slice_split:bool=False, # split slices at random instead (leaks patients; the LT-Net paper only): every case on the training side here
                )->tuple: # (training case ids, validation case ids or None)
     "The patient-level split every DataLoaders factory makes (`slice_dls`, `png_dls`, `volume_dls`), for code that needs it first (e.g. a plan fitted on the training cases)"
     tbl = case_table(load_manifest(source) if isinstance(source, (str, os.PathLike)) else source)
@@ -521,35 +522,38 @@ def split_cases(source, # a prepared cache, or a case table, slice manifest or l
     if slice_split: return tbl['case'].tolist(), None
     return patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
 
+def split_kwargs(kwargs:dict, # the split arguments a DataLoaders factory was given (its `**kwargs`)
+                 but=(), # `split_cases` parameters the factory does not take
+                )->dict: # every split argument, `split_cases`'s defaults filled in
+    "The split of a DataLoaders factory as `split_cases` arguments, with its defaults; a name it does not take is a `TypeError`"
+    ps = {k:p.default for k,p in inspect.signature(split_cases).parameters.items() if p.default is not p.empty and k not in but}
+    bad = sorted(set(kwargs) - set(ps))
+    if bad: raise TypeError(f"unexpected argument{'s'*(len(bad)>1)} {', '.join(bad)}; the split takes {', '.join(ps)}")
+    return {**ps, **kwargs}
+
+@delegates(split_cases)
 def slice_dls(cache, # a prepared slice cache
               size=128, # slice size: int or (h, w)
               bs:int=16, # batch size
               intensity=None, # intensity config (default: the liver window)
               context:int=1, # slices stacked as channels (2.5D when > 1)
               select:str='all', # 'all', 'liver', 'balanced' or 'oversample'
-              valid_pct:float|None=None, # fraction of cases for validation (default 0.2)
-              valid_cases=None, # explicit validation case ids
-              fold:int|None=None, # validation fold (0-based) of `n_folds`
-              n_folds:int|None=None, # number of folds
-              stratify:bool=True, # spread validation cases over the tumour burden
               aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
-              max_cases:int|None=None, # use at most this many cases
-              seed:int=42, # seed of the split and the case subset
               num_workers:int=0, # DataLoader worker processes
-              slice_split:bool=False, # random slice-level split (leaks patients; LT-Net paper only)
               aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
-              test_cases=None, # case ids held out of this run entirely: never trained on, validated on or used to fit intensities
               spacing:float|None=None, # resample slices to this pixel spacing (mm) and crop or pad to `size` (None: resize whole slices)
               fg_share:float=1/3, # share of tumour slices with `select='oversample'` (and of patches centred near foreground)
-              **kwargs, # more arguments of `DataBlock.dataloaders` (e.g. `device`, `val_bs`)
-             )->DataLoaders:
+              dl_kwargs:dict|None=None, # more arguments of `DataBlock.dataloaders` (e.g. `device`, `val_bs`)
+              **kwargs, # the patient-level split: `split_cases`'s arguments
+             )->DataLoaders: # with `train_cases`, `valid_cases`, `test_cases`, `intensity`, `size`, `context`, ... as attributes
     "DataLoaders of preprocessed slices from `cache`, split by patient, remembering the split and the preprocessing"
-    tr,va = split_cases(cache, valid_pct, valid_cases, fold, n_folds, stratify, max_cases, seed, test_cases, slice_split)
+    sp = split_kwargs(kwargs)
+    tr,va = split_cases(cache, **sp)
     dblock = slice_datablock(cache, valid_cases=va, train_cases=tr, size=size, intensity=intensity, context=context, select=select,
-                             aug=aug, aug_kwargs=aug_kwargs, slice_split=slice_split, valid_pct=valid_pct or 0.2, seed=seed,
-                             spacing=spacing, fg_share=fg_share)
-    dblock.lits['test_cases'] = _sorted(test_cases or [])
-    return block_dataloaders(dblock, cache, bs=bs, num_workers=num_workers, **kwargs)
+                             aug=aug, aug_kwargs=aug_kwargs, slice_split=sp['slice_split'], valid_pct=sp['valid_pct'] or 0.2,
+                             seed=sp['seed'], spacing=spacing, fg_share=fg_share)
+    dblock.lits['test_cases'] = _sorted(sp['test_cases'] or [])
+    return block_dataloaders(dblock, cache, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))
 
 def block_dataloaders(dblock, # from `slice_datablock` or `segmentation_datablock`
                       source=None, # passed to `dblock.dataloaders`

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastcore.basics import store_attr
+from fastcore.meta import delegates
 from fastai.torch_core import TensorBase
 from fastai.data.block import DataBlock, TransformBlock
-from fastai.data.core import show_batch, show_results
+from fastai.data.core import show_batch, show_results, DataLoaders
 from fastai.vision.augment import RandTransform
 from fastai.data.transforms import Transform
 from fastprogress.fastprogress import progress_bar
@@ -28,7 +29,7 @@ __all__ = ['show_volume', 'TensorVolume', 'TensorMask3D', 'resample_volume', 'Ca
 from .transforms import intensity_from_config
 from .cache import open_case, load_manifest, check_resolution
 from .core import COLORS, region_mask
-from .data import patient_split, case_table, limit_cases, without_cases, split_cases, fit_intensity, case_key, CODES
+from .data import patient_split, case_table, limit_cases, without_cases, split_cases, split_kwargs, fit_intensity, case_key, CODES
 
 # %% ../nbs/07_data3d.ipynb #f30da3e8
 def _fg_centre(m):
@@ -330,28 +331,22 @@ class _LabelGetter(Transform):
     def encodes(self, o): return CaseLabel(o.case, o.k)
 def _first_n_split(n, items): return list(range(n)), list(range(n, len(items)))
 
+@delegates(split_cases, but='slice_split')
 def volume_dls(cache, # a prepared cache (`lits-prepare`)
                size:tuple=(80, 160, 160), # (D, H, W): volume size ('resize'), or the patch size ('patch') when `patch` is None
                mode:str='resize', # 'resize': whole volumes resampled to `size`; 'patch': patches sampled from the volumes
                patch:tuple|None=None, # (D, H, W) patch size for mode 'patch' (default: `size`)
                target:str='liver', # task: 'liver', 'tumor' or 'multiclass' (what counts as patch foreground; labels stay 0/1/2)
                bs:int=1, # batch size
-               valid_cases=None, # explicit validation case ids
-               valid_pct:float|None=None, # fraction of cases for validation (default 0.2)
-               fold:int|None=None, # fold k of `n_folds` (cross-validation)
-               n_folds:int|None=None, # number of folds
-               max_cases:int|None=None, # use at most this many cases (smoke runs)
-               seed:int=42, # split, case choice and validation patch seed
                intensity:dict|None=None, # intensity config (default: HU clipped to [-100, 400], scaled to [0,1])
                pos_ratio:float=0.5, # share of foreground-centred patches
                samples_per_case:int=4, # patches per case and epoch
                aug=True, # 3D augmentation of the training set: True/'3d', False/None, or a `RandAffine3D`
-               stratify:bool=True, # stratify the split by tumour burden (see `patient_split`)
                progress:bool=True, # progress bars while preparing
                num_workers:int|None=0, # DataLoader worker processes
-               test_cases=None, # case ids held out of this run entirely (never trained on, validated on or used for fitting)
-               **kwargs # more `DataBlock.dataloaders` arguments (device, pin_memory, ...)
-              ):
+               dl_kwargs:dict|None=None, # more arguments of `DataBlock.dataloaders` (device, pin_memory, ...)
+               **kwargs # the patient-level split: `split_cases`'s arguments (`seed` also draws the patches)
+              )->DataLoaders: # with `train_cases`, `valid_cases`, `test_cases`, `intensity`, `size`, `mode`, `target` as attributes
     "fastai DataLoaders of whole volumes or balanced patches from `cache`, split by patient"
     if mode not in ('resize', 'patch'): raise ValueError(f"mode must be 'resize' or 'patch', got {mode!r}")
     if target not in ('liver', 'tumor', 'multiclass'): raise ValueError(f"target must be 'liver', 'tumor' or 'multiclass', got {target!r}")
@@ -360,7 +355,8 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     if len(shape)!=3: raise ValueError(f"a 3D size is (D, H, W), got {shape}")
     if mode=='resize': check_resolution(cache, shape[1:])       # no resampling a --size cache up to the grid
     man = load_manifest(cache)
-    train_cases, valid_cases = split_cases(man, valid_pct, valid_cases, fold, n_folds, stratify, max_cases, seed, test_cases)
+    sp = split_kwargs(kwargs, but=('slice_split',))
+    train_cases, valid_cases = split_cases(man, **sp)
     train_cases, valid_cases = [str(c) for c in train_cases], [str(c) for c in valid_cases]
     cfg = fit_intensity(intensity or {'kind': 'clip', 'lo': -100, 'hi': 400}, cache, train_cases)
     tfm = intensity_from_config(cfg)
@@ -369,15 +365,15 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     n_train = len(train_cases)*n
     if mode=='resize': item_tfm = VolumeLoader(resize_cases(cache, train_cases + valid_cases, shape, tfm, progress=progress))
     else: item_tfm = PatchSampler(cache, shape, tfm, case_info(cache, train_cases + valid_cases, target=target, manifest=man, progress=progress),
-                                  pos_ratio=pos_ratio, target=target, seed=seed)
+                                  pos_ratio=pos_ratio, target=target, seed=sp['seed'])
     if aug is True or aug=='3d': aug = RandAffine3D()
     dblock = DataBlock(blocks=(TransformBlock, TransformBlock), n_inp=1, get_x=_ImageGetter(), get_y=_LabelGetter(),
                        splitter=partial(_first_n_split, n_train),
                        item_tfms=[item_tfm], batch_tfms=[aug] if aug else None)
-    dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, **kwargs)
+    dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))
     dls.train_cases, dls.valid_cases, dls.intensity, dls.size = train_cases, valid_cases, tfm.config, shape
     dls.mode, dls.target, dls.n_channels, dls.dims, dls.context = mode, target, int(tfm.n_channels), 3, 1
-    dls.test_cases = sorted(map(str, test_cases or []), key=case_key)
+    dls.test_cases = sorted(map(str, sp['test_cases'] or []), key=case_key)
     dls.codes = dls.vocab = CODES
     return dls
 

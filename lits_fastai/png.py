@@ -13,11 +13,13 @@ import cv2
 from fastai.data.block import DataBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import Transform
+from fastcore.meta import delegates
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
 from .discover import case_sort_key
 from .data import (CODES, SliceRef, TensorLitsMask, context_index, resize_chw, patient_split, case_table, split_cases,
-                              resolve_split, select_slices, segmentation_datablock, block_dataloaders, limit_cases, without_cases)
+                              resolve_split, select_slices, segmentation_datablock, block_dataloaders, limit_cases, without_cases,
+                              split_kwargs)
 
 # %% auto #0
 __all__ = ['PNG_PATTERN', 'PNG_INTENSITY', 'parse_slice_name', 'read_png', 'png_label', 'png_table', 'PngSliceGetter',
@@ -171,35 +173,28 @@ def png_datablock(table:pd.DataFrame, # from `png_table`
                        n_channels=context*cfg.n_channels, select=select, aug=aug, slice_split=slice_split, source='png')
     return dblock
 
+@delegates(split_cases)
 def png_dls(source, # a LiTS-PNG CSV file or folder (see `png_table`), or a table from `png_table`
             size=256, # slice size: int or (h, w)
             bs:int=8, # batch size
             intensity=None, # intensity config applied to the pixel values (default: 8-bit to [0,1])
             context:int=1, # slices stacked as channels (2.5D when > 1)
             select:str='all', # 'all', 'liver' or 'balanced'
-            valid_pct:float|None=None, # fraction of patients for validation (default 0.2)
-            valid_cases=None, # explicit validation patients
-            fold:int|None=None, # validation fold (0-based) of `n_folds`
-            n_folds:int|None=None, # number of folds
-            stratify:bool=True, # spread validation patients over the tumour burden (with pixel counts)
             aug:str|None='fastai', # 'fastai', 'hybrid' or None
-            max_cases:int|None=None, # use at most this many patients
-            seed:int=42, # seed of the split
             num_workers:int=0, # DataLoader worker processes
-            slice_split:bool=False, # random slice-level split (leaks patients)
             aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs`
             pattern:str=PNG_PATTERN, # file-name pattern giving case and slice
-            counts:bool|None=None, # count mask pixels (default: when `select` or `stratify` needs them)
-            test_cases=None, # patients held out of this run entirely (never trained on, validated on or used for fitting)
-            **kwargs, # more arguments of `DataBlock.dataloaders`
-           )->DataLoaders:
+            counts:bool|None=None, # count mask pixels (default: when `select` or `stratify` needs them; a stratified split uses them)
+            dl_kwargs:dict|None=None, # more arguments of `DataBlock.dataloaders`
+            **kwargs, # the patient-level split: `split_cases`'s arguments
+           )->DataLoaders: # with the attributes `slice_dls` gives
     "DataLoaders of a PNG slice set, split by patient, with the same types and attributes as `slice_dls`"
+    sp = split_kwargs(kwargs)
     if isinstance(source, pd.DataFrame): table = source
-    else: table = png_table(source, pattern=pattern, counts=(select!='all' or stratify) if counts is None else counts)
-    tr,va = split_cases(table if 'liver_px' in table.columns else list(table['case'].unique()), valid_pct, valid_cases, fold, n_folds,
-                        stratify, max_cases, seed, test_cases, slice_split)
+    else: table = png_table(source, pattern=pattern, counts=(select!='all' or sp['stratify']) if counts is None else counts)
+    tr,va = split_cases(table if 'liver_px' in table.columns else list(table['case'].unique()), **sp)
     table = table[table['case'].astype(str).isin(set(tr) | set(va or []))]
     dblock = png_datablock(table, va, tr, size=size, intensity=intensity, context=context, select=select, aug=aug, aug_kwargs=aug_kwargs,
-                           slice_split=slice_split, valid_pct=valid_pct or 0.2, seed=seed)
-    dblock.lits['test_cases'] = sorted(map(str, test_cases or []), key=case_sort_key)
-    return block_dataloaders(dblock, None, bs=bs, num_workers=num_workers, **kwargs)
+                           slice_split=sp['slice_split'], valid_pct=sp['valid_pct'] or 0.2, seed=sp['seed'])
+    dblock.lits['test_cases'] = sorted(map(str, sp['test_cases'] or []), key=case_sort_key)
+    return block_dataloaders(dblock, None, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))

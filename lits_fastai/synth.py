@@ -10,7 +10,7 @@ import numpy as np
 import nibabel as nib
 from scipy import ndimage as ndi
 from fastcore.script import call_parse
-from .core import Geometry, save_nifti, save_image, from_canonical, to_slices, cli_compat
+from .core import Geometry, save_nifti, save_image, from_canonical, to_slices, cli_compat, slabs
 
 # %% auto #0
 __all__ = ['ORIENTATIONS', 'synth_case', 'synth_geometry', 'synth_plan', 'make_synth', 'lits_synth']
@@ -259,9 +259,7 @@ def synth_case(seed=0, # int (or sequence of ints) seeding a `numpy` Generator: 
     P = _draw(rng, shape, n_tumors, realistic)
     X,Y,Z = P['shape']
     img,lbl = np.empty((X,Y,Z), np.int16), np.empty((X,Y,Z), np.uint8)
-    bz = max(1, int(4_000_000 // (X*Y)))
-    for z0 in range(0, Z, bz):
-        img[:,:,z0:z0+bz],lbl[:,:,z0:z0+bz] = _render(P, z0, min(Z, z0+bz), rng)
+    for s in slabs(img, 4_000_000, axis=-1): img[:,:,s],lbl[:,:,s] = _render(P, s.start, s.stop, rng)
     if not parts: return img, lbl, P['spacing']
     A = _anatomy(P, *_grid(P, 0, Z))
     masks = {k: np.broadcast_to(A[k], (X,Y,Z)).copy() for k in ('body','spleen','kidney','gb','vb','aorta')}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_train.ipynb #c86c2292
 from __future__ import annotations
-import hashlib, os, sys, time, shutil
+import hashlib, itertools, os, sys, time, shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -60,8 +60,7 @@ def recipe_dls(cache, # a prepared cache
                test_cases=None, # case ids held out of the run entirely (a test set)
               ):
     "DataLoaders for recipe `r` over `cache`, split by patient, with `test_cases` kept out of everything"
-    split = dict(valid_cases=valid_cases, valid_pct=valid_pct if valid_pct is not None else (None if valid_cases or fold is not None else 0.2),
-                 fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
+    split = dict(valid_cases=valid_cases, valid_pct=valid_pct, fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
     if r.dims==2:
         return slice_dls(cache, size=r.size, bs=r.bs, intensity=r.intensity, context=r.context, select=r.select, aug=r.aug,
                          max_cases=r.max_cases, num_workers=num_workers, spacing=r.spacing, fg_share=r.fg_share, **split)
@@ -140,8 +139,7 @@ def to_distributed(learn):
 # %% ../nbs/24_train.ipynb #90c7f12d
 def _auto_recipe(cache, out, epochs, size, bs, max_cases, valid_cases, valid_pct, fold, n_folds, test_cases, seed, budget, recipe_kw, main):
     "The `auto` recipe of a run: split, plan on the training cases, overrides; the split is returned as explicit cases"
-    vp = valid_pct if valid_pct is not None else (None if valid_cases or fold is not None else 0.2)
-    tr,va = split_cases(cache, vp, valid_cases, fold, n_folds, max_cases=max_cases, seed=seed, test_cases=test_cases)
+    tr,va = split_cases(cache, valid_pct, valid_cases, fold, n_folds, max_cases=max_cases, seed=seed, test_cases=test_cases)
     plan = make_plan(cache, tr, size=size, budget=budget)
     r = plan_recipe(plan, epochs=epochs, bs=bs, **(recipe_kw or {}))
     if size is not None: r = replace(r, size=int(size))
@@ -157,7 +155,7 @@ def _auto_recipe(cache, out, epochs, size, bs, max_cases, valid_cases, valid_pct
 def time_epoch(learn, # a `Learner` ready to fit
                n:int=3, # training steps timed (after one untimed)
               )->float: # seconds
-    "Estimated seconds of one epoch of `learn` (training and validation), from `n` timed steps; the weights are restored"
+    "Estimated seconds of one epoch of `learn` (training and validation), from `n` timed training steps and two validation batches; the weights are restored"
     model,dl = learn.model,learn.dls.train
     state = {k: v.detach().clone() for k,v in model.state_dict().items()}
     dev = next(model.parameters()).device
@@ -172,8 +170,14 @@ def time_epoch(learn, # a `Learner` ready to fit
         loss.backward(); model.zero_grad(set_to_none=True); sync()
         if i: times.append(time.perf_counter() - t0)
     model.load_state_dict(state)
-    t = float(np.median(times))
-    return t*len(dl) + t/3*len(learn.dls.valid)
+    t,tv = float(np.median(times)),[]
+    model.eval()
+    with torch.inference_mode():
+        t0,it = time.perf_counter(),iter(learn.dls.valid)            # the first batch includes the loader's start, as each epoch's does
+        for xb,yb in itertools.islice(it, 2):
+            with torch.autocast(dev.type, enabled=dev.type=='cuda'): learn.loss_func(model(xb), yb)
+            sync(); tv.append(time.perf_counter() - t0); t0 = time.perf_counter()
+    return t*len(dl) + (float(np.mean(tv)) if tv else t/3)*len(learn.dls.valid)
 
 def choose_valid_postprocess(learn, # a trained `Learner`
                              cache, # the cache it trained on
