@@ -381,7 +381,7 @@ def case_splitter(valid_cases):
     valid = set(map(str, valid_cases))
     def _inner(items): 
         v = np.array([o.case in valid for o in items], bool)
-        return list(np.where(~v)[0]), list(np.where(v)[0])
+        return np.where(~v)[0].tolist(), np.where(v)[0].tolist()
     return _inner
 
 def _slice_splitter(valid_pct, seed):

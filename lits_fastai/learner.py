@@ -61,7 +61,8 @@ def n_classes(r:Recipe)->int:
 
 # %% ../nbs/23_learner.ipynb #231db8f0
 def _plain(o):
-    "`o` with numpy arrays and scalars and fastcore `L`s as Python lists and numbers: what `torch.load(weights_only=True)` reads"
+    "`o` with numpy arrays and scalars and fastcore `L`s as Python lists and numbers, fastai's tensor subclasses as plain tensors: what `torch.load(weights_only=True)` reads"
+    if isinstance(o, torch.Tensor): return o if type(o) is torch.Tensor else o.as_subclass(torch.Tensor)   # e.g. a smoothed loss from a fastai loss (`TensorBase`)
     if isinstance(o, dict): return {k: _plain(v) for k,v in o.items()}
     if isinstance(o, tuple): return tuple(_plain(v) for v in o)
     if isinstance(o, (list, L)): return [_plain(v) for v in o]

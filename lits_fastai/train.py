@@ -82,7 +82,7 @@ def init_distributed(timeout_h:float=6.):
     from accelerate import PartialState
     st = PartialState(cpu=_use_cpu(), timeout=timedelta(hours=timeout_h))
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        raise LitsError(f"launched with WORLD_SIZE={num_distrib()} but accelerate started no process group ({st.distributed_type})")
+        raise LitsError(f"no process group to join (WORLD_SIZE={os.environ.get('WORLD_SIZE', 'unset')}, accelerate: {st.distributed_type}): start the run with accelerate launch or torchrun")
     return st
 
 # %% ../nbs/24_train.ipynb #3fcdc323
