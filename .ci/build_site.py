@@ -184,6 +184,15 @@ def convert_md(md):
 
 def _src(c): return ''.join(c['source']) if isinstance(c.get('source'), list) else (c.get('source') or '')
 
+def terminal_text(t:str) -> str:
+    "Text as a terminal shows it: each carriage return starts the line over, writing over what it passes (progress bars)"
+    out = []
+    for line in t.split('\n'):
+        buf = ''
+        for seg in line.split('\r'): buf = seg + buf[len(seg):]
+        out.append(buf.rstrip() if '\r' in line else buf)
+    return '\n'.join(out)
+
 def convert_nb(nb, title):
     "A processed notebook (`_proc/`) as a plain notebook for mkdocs-jupyter"
     import yaml
@@ -210,6 +219,8 @@ def convert_nb(nb, title):
             tags = c.setdefault('metadata', {}).setdefault('tags', [])
             if ds.get('echo') == 'false' or not c['source']: tags.append('hide-input')
             for o in c.get('outputs', []):
+                if o.get('output_type') == 'stream':        # a progress bar stored by a console run: its final state only
+                    o['text'] = terminal_text(''.join(o['text']) if isinstance(o['text'], list) else o['text'])
                 md = o.get('data', {}).get('text/markdown')
                 if md is not None:
                     o['data']['text/markdown'] = convert_md(''.join(md) if isinstance(md, list) else md)

@@ -46,7 +46,9 @@ def test_notebook_conversion():
         {'cell_type': 'code', 'metadata': {}, 'source': '#| output: false\nprint(1)',
          'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': '1\n'}]},
         {'cell_type': 'code', 'metadata': {}, 'source': 'plot()', 'outputs': [
-            {'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': 'iVBORw0KGgo=', 'text/plain': 'fig'}}]}]}
+            {'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': 'iVBORw0KGgo=', 'text/plain': 'fig'}}]},
+        {'cell_type': 'code', 'metadata': {}, 'source': 'fit()', 'outputs': [{'output_type': 'stream', 'name': 'stdout', 'text': [
+            'epoch loss\n', '\u2588\rE 1/2 |--| 0%\rE 1/2 |\u2588-| 50%\rE 1/2 |\u2588\u2588| 100%\r                \r0     0.9\n', 'done\n']}]}]}
     nb, fm = bs.convert_nb(nb, 'fallback')
     assert fm['output-file'] == 't.html'
     src = [c['source'] for c in nb['cells']]
@@ -54,6 +56,8 @@ def test_notebook_conversion():
     assert nb['cells'][1]['metadata']['tags'] == ['hide-input'] and nb['cells'][1]['source'] == 'show_doc(f)'
     assert nb['cells'][1]['outputs'][0]['data'] == {'text/markdown': '### f\n\n<a href="u" target="_blank">source</a>'}
     assert nb['cells'][2]['outputs'] == [] and nb['cells'][3]['outputs'][0]['data']['image/png'] == 'iVBORw0KGgo='
+    assert nb['cells'][4]['outputs'][0]['text'] == 'epoch loss\n0     0.9\ndone\n'   # a console progress bar: what the terminal showed last
+    assert bs.terminal_text('abcdef\rXY\n') == 'XYcdef\n' and bs.terminal_text('a  b\n') == 'a  b\n'
 
 def test_page_names_follow_nbdev():
     assert bs.page_name('00_core.ipynb') == 'core.html' and bs.page_name('index.ipynb') == 'index.html'
