@@ -17,9 +17,8 @@ from fastcore.meta import delegates
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
 from .discover import case_sort_key
-from .data import (CODES, SliceRef, TensorLitsMask, context_index, resize_chw, patient_split, case_table, split_cases,
-                              resolve_split, select_slices, segmentation_datablock, block_dataloaders, limit_cases, without_cases,
-                              split_kwargs)
+from .data import (CODES, SliceRef, TensorLitsMask, context_index, resize_chw, split_cases, split_kwargs,
+                              resolve_split, select_slices, segmentation_datablock, block_dataloaders)
 
 # %% auto #0
 __all__ = ['PNG_PATTERN', 'PNG_INTENSITY', 'parse_slice_name', 'read_png', 'png_label', 'png_table', 'PngSliceGetter',
