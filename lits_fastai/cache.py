@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_cache.ipynb #63b17701
 from __future__ import annotations
-import os, sys, json, shutil, contextlib, gzip, zlib
+import os, sys, json, shutil, contextlib, gzip, zlib, hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ from filelock import FileLock, Timeout
 from fastcore.parallel import parallel
 from fastcore.script import call_parse
 from .core import LitsError, BadInputError, load_nifti, geometry, read_nifti, to_canonical, to_slices, atomic_path, write_json, slabs
-from .core import label_components, component_sizes, cli_compat
+from .core import label_components, component_sizes, cli_compat, cli_errors
 from .core import has_scaling
 from .discover import scan_cases, case_sort_key
 
@@ -23,7 +23,7 @@ from .discover import scan_cases, case_sort_key
 __all__ = ['FORMAT', 'AFFINE_TOL', 'N_SAMPLE', 'MANIFEST_COLS', 'FINGERPRINT_COLS', 'CASE_COLS', 'DISK_MARGIN', 'stored_hw',
            'CacheWriteError', 'cache_case', 'PrepareResult', 'prepare_cache', 'load_manifest', 'load_case_table',
            'open_case', 'case_meta', 'cache_resolution', 'stored_spacing', 'check_resolution', 'load_fingerprint',
-           'foreground_sample', 'lits_prepare']
+           'foreground_sample', 'is_cache', 'default_cache', 'ensure_cache', 'lits_prepare']
 
 # %% ../nbs/03_cache.ipynb #b5cefe35
 def stored_hw(h:int, # slice height (rows, the canonical y axis) in pixels
@@ -530,6 +530,25 @@ def foreground_sample(cache, # a prepared cache
         parts.append(np.load(_case_dir(cache, c)/'fg_sample.npy'))
     return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
+# %% ../nbs/03_cache.ipynb #343a9100
+def is_cache(path) -> bool:
+    "Is `path` a cache written by `lits-prepare`?"
+    return (Path(path)/'manifest.csv').exists() and (Path(path)/'cases').is_dir()
+
+def default_cache(data) -> Path:
+    "Where a raw data folder is cached unless told otherwise"
+    data = Path(data).resolve()
+    root = Path(os.environ.get('LITS_CACHE', 'lits_cache'))
+    return root/f"{data.name}-{hashlib.sha1(str(data).encode()).hexdigest()[:8]}"
+
+def ensure_cache(data, cache=None, n_workers=None, progress=True) -> Path:
+    "A prepared cache for `data`: `data` itself when it is one, else `data` prepared into `cache`"
+    if is_cache(data): return Path(data)
+    cache = Path(cache) if cache else default_cache(data)
+    res = prepare_cache(data, cache, n_workers=n_workers, progress=progress)
+    for fn,problem in getattr(res, 'failed', []): print(f"skipped {fn}: {problem}", file=sys.stderr)
+    return cache
+
 # %% ../nbs/03_cache.ipynb #8c844a69
 @cli_compat
 @call_parse
@@ -543,9 +562,7 @@ def lits_prepare(data:str, # LiTS data: Kaggle layout, flat/nested volume-N/segm
     "Cache LiTS cases as memory-mapped axial slice stacks with a per-slice manifest"
     try: _resolution(size, spacing)
     except ValueError as e: print(f"lits-prepare: {str(e).replace('size', '--size').replace('spacing', '--spacing')}", file=sys.stderr); sys.exit(2)
-    try: res = prepare_cache(data, cache, n_workers=n_workers, force=force, size=size, spacing=spacing)
-    except LitsError as e:
-        print(str(e), file=sys.stderr); sys.exit(1)
+    with cli_errors(None, catch=()): res = prepare_cache(data, cache, n_workers=n_workers, force=force, size=size, spacing=spacing)
     for f,p in res.failed: print(f"{f}: {p}", file=sys.stderr)
     print(res.summary())
     if res.failed: sys.exit(1)

@@ -14,24 +14,26 @@ import nibabel as nib
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import LitsError, BadInputError, Geometry, atomic_path, save_nifti, save_image, from_slices, cli_compat, write_json, region_mask
+from .core import parse_cases, parse_pretrained, cli_errors
 from .discover import case_sort_key
 from .recipes import get_recipe, scale
 from .models import MODELS, SMOKE_KWARGS, count_params
 from .models.dyntransnet import DYNTRANSNET_ABLATION
-from .cache import load_manifest, load_case_table, open_case, case_meta
+from .cache import load_manifest, load_case_table, open_case, case_meta, ensure_cache
 from .data import case_table, limit_cases, patient_split, without_cases, LeakageError
-from .train import train, ensure_cache, parse_cases, parse_pretrained
-from .learner import read_contract
-from .inference import as_model, predict_volume, apply_postprocess, post_config, NO_POST, write_ensemble, mask_name
+from .train import train
+from .modelfile import read_contract
+from .inference import as_model, predict_volume, write_ensemble, mask_name
+from .postprocess import apply_postprocess, post_config, NO_POST, choose_postprocess, scored_classes
 from .evaluate import evaluate_folder, summarize, write_csv, paired_test, bootstrap_ci, read_labels, label_files, case_id, CLASSES
 from .plots import COLORS, save_figure
 from .report import write_report
 
 # %% auto #0
-__all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'POST_STEPS', 'MIN_PAIRED', 'check_fold', 'compare_folds',
-           'heldout_files', 'System', 'systems_for', 'choose_postprocess', 'Job', 'fold_dir', 'fold_config',
-           'fold_result', 'run_fold', 'system_result', 'holm', 'pairwise_table', 'table_markdown', 'pairwise_markdown',
-           'plot_compare', 'compare', 'lits_compare_main', 'lits_compare']
+__all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'MIN_PAIRED', 'check_fold', 'compare_folds', 'heldout_files', 'System',
+           'systems_for', 'Job', 'fold_dir', 'fold_config', 'fold_result', 'run_fold', 'system_result', 'holm',
+           'pairwise_table', 'table_markdown', 'pairwise_markdown', 'plot_compare', 'compare', 'lits_compare_main',
+           'lits_compare']
 
 # %% ../nbs/33_compare.ipynb #30c8d260
 def check_fold(f:dict):
@@ -147,56 +149,6 @@ def systems_for(archs=None, # architecture names (a list or a comma-separated st
     if isinstance(archs, str): archs = [o.strip() for o in archs.split(',')]
     archs = list(dict.fromkeys(o for o in (archs or DEFAULT_ARCHS) if o))
     return [System(a, a) for a in archs]
-
-# %% ../nbs/33_compare.ipynb #b24e6012
-POST_STEPS = {'multiclass': [('largest liver component, tumour inside liver', dict(largest_liver=True, tumor_in_liver=True)),
-                             ('tumours under 10 mm3 removed', dict(min_tumor_mm3=10.))],
-              'liver': [('largest liver component', dict(largest_liver=True, tumor_in_liver=True))],
-              'tumor': [('tumours under 10 mm3 removed', dict(min_tumor_mm3=10.))]}
-
-def _scored(target) -> tuple: return {'multiclass': CLASSES, 'liver': ('liver',), 'tumor': ('tumor',)}[target]
-
-def _region(lab, cls, target) -> np.ndarray:
-    "The `cls` region of a label map: LiTS labels (`target=None`) or the model's own (binary: 1 is the target class)"
-    if target in ('liver', 'tumor'): return lab==1
-    return region_mask(lab, cls)
-
-def _dice(p, g) -> float:
-    s = int(p.sum()) + int(g.sum())
-    return 1. if s==0 else 2.*int(np.logical_and(p, g).sum())/s
-
-def choose_postprocess(preds, # folder or list of predictions in the model's own labels, without post-processing
-                       gt_dir, # folder of the true LiTS label maps
-                       target:str='multiclass', # the model's task: 'multiclass', 'liver' or 'tumor'
-                      )->dict: # {'postprocess': steps for `predict_volume`, 'steps': the decisions, 'cases': ...}
-    "The post-processing steps that raise the mean per-case Dice of `preds` and lower no class's (nnU-Net's rule)"
-    files = sorted(Path(preds).glob('*.nii*')) if not isinstance(preds, (list, tuple)) else [Path(o) for o in preds]
-    gts,_ = label_files(gt_dir)
-    steps,classes = POST_STEPS[target],_scored(target)
-    combos = [tuple(b) for b in np.ndindex(*([2]*len(steps)))]          # every subset of the steps
-    scores,cases = {c: [] for c in combos},[]
-    for f in files:
-        case = case_id(f)
-        if case not in gts: raise BadInputError(f, f"no ground truth for case {case} in {gt_dir}")
-        p,pg = read_labels(f); g,_ = read_labels(gts[case])
-        if p.shape!=g.shape: raise BadInputError(f, f"shape {p.shape} differs from its ground truth's {g.shape}")
-        gr = {c: _region(g, c, None) for c in classes}
-        for combo in combos:
-            pp = {**NO_POST, **{k: v for on,(_,s) in zip(combo, steps) if on for k,v in s.items()}}
-            q = apply_postprocess(p.copy(), pg.spacing, pp, target)
-            scores[combo].append([_dice(_region(q, c, target), gr[c]) for c in classes])
-        cases.append(case)
-    if not cases: raise LitsError(f"{preds}: no predictions to choose the post-processing on")
-    mean = {c: np.mean(v, 0) for c,v in scores.items()}
-    cur,log = tuple([0]*len(steps)),[]
-    for i,(name,_) in enumerate(steps):
-        cand = tuple(1 if j==i else o for j,o in enumerate(cur))
-        keep = bool(mean[cand].mean() > mean[cur].mean() + 1e-9 and (mean[cand] >= mean[cur] - 1e-9).all())
-        log.append(dict(step=name, kept=keep, **{f"{c}_dice_without": float(a) for c,a in zip(classes, mean[cur])},
-                        **{f"{c}_dice_with": float(a) for c,a in zip(classes, mean[cand])}))
-        if keep: cur = cand
-    pp = {**NO_POST, **{k: v for on,(_,s) in zip(cur, steps) if on for k,v in s.items()}}
-    return dict(postprocess=pp, steps=log, cases=cases, target=target, rule='kept where it raises the mean per-case Dice and lowers no class')
 
 # %% ../nbs/33_compare.ipynb #61f45bc9
 def _read_json(fn):
@@ -315,7 +267,7 @@ def system_result(s:System, # the system
     target = next(iter(res.values()))['target']
     per_case = pd.concat([pd.read_csv(fold_dir(job, s, k)/r['metrics'], dtype={'case': str}).assign(fold=k) for k,r in sorted(res.items())],
                          ignore_index=True)
-    per_case = per_case[per_case['cls'].isin(_scored(target))].reset_index(drop=True)
+    per_case = per_case[per_case['cls'].isin(scored_classes(target))].reset_index(drop=True)
     write_csv(per_case, sdir/'oof_metrics.csv', index=False)
     summary = summarize(per_case, n_boot=job.n_boot, seed=0)
     by_fold = per_case.groupby(['fold', 'cls'])['dice'].mean().unstack()
@@ -516,7 +468,7 @@ def compare(data, # raw LiTS-style folder or a prepared cache
                 failed.append((s.name, msg)); break
             dice = pd.read_csv(fold_dir(job, s, f['fold'])/r['metrics'], dtype={'case': str}).groupby('cls')['dice'].mean()
             print(f"{tag}: {'skipped, finished already' if skipped else 'done'}: test " +
-                  ', '.join(f"{'tumour' if c=='tumor' else c} Dice {dice[c]:.3f}" for c in _scored(r['target'])) +
+                  ', '.join(f"{'tumour' if c=='tumor' else c} Dice {dice[c]:.3f}" for c in scored_classes(r['target'])) +
                   f"; post-processing {', '.join(k for k,v in r['postprocess'].items() if v) or 'none'}", flush=True)
     results = {s.name: res for s in systems if (res := system_result(s, fl, job))}
     rows = [res['row'] for res in results.values()]
@@ -569,9 +521,8 @@ def compare(data, # raw LiTS-style folder or a prepared cache
 # %% ../nbs/33_compare.ipynb #c29ca88d
 def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, test_cases=None, valid_cases=None, **kwargs):
     "`compare` for a command line: errors as one line naming `prog`, exit status 1 when a system failed"
-    try: table = compare(data, archs=archs, ablation=ablation, test_cases=parse_cases(test_cases), valid_cases=parse_cases(valid_cases), **kwargs)
-    except (LitsError, ValueError) as e: print(f"{prog}: {str(e).splitlines()[0]}", file=sys.stderr); sys.exit(1)
-    except OSError as e: print(f"{prog}: {e.filename or kwargs.get('out')}: cannot write ({e.strerror or e})", file=sys.stderr); sys.exit(1)
+    with cli_errors(prog, out=kwargs.get('out'), first_line=True):
+        table = compare(data, archs=archs, ablation=ablation, test_cases=parse_cases(test_cases), valid_cases=parse_cases(valid_cases), **kwargs)
     if table.attrs['failed'] or not len(table):
         print(f"{prog}: {len(table.attrs['failed'])} system(s) failed: {', '.join(n for n,_ in table.attrs['failed'])}", file=sys.stderr)
         sys.exit(1)

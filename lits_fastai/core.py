@@ -15,11 +15,12 @@ from scipy import ndimage
 import cc3d
 
 # %% auto #0
-__all__ = ['NIFTI_EXTS', 'CODES', 'REGIONS', 'COLORS', 'error_line', 'LitsError', 'BadInputError', 'is_nifti', 'nifti_stem',
-           'load_nifti', 'has_scaling', 'read_nifti', 'Geometry', 'to_canonical', 'from_canonical', 'geometry',
-           'read_canonical', 'to_slices', 'from_slices', 'axial_slice', 'bbox', 'slabs', 'label_components',
+__all__ = ['NIFTI_EXTS', 'CODES', 'REGIONS', 'COLORS', 'PRETRAINED', 'error_line', 'LitsError', 'BadInputError', 'is_nifti',
+           'nifti_stem', 'load_nifti', 'has_scaling', 'read_nifti', 'Geometry', 'to_canonical', 'from_canonical',
+           'geometry', 'read_canonical', 'to_slices', 'from_slices', 'axial_slice', 'bbox', 'slabs', 'label_components',
            'component_sizes', 'region_mask', 'atomic_path', 'nifti_like', 'save_nifti', 'save_image', 'write_json',
-           'cli_compat', 'quiet_imports', 'is_terminal', 'plain_progress']
+           'cli_compat', 'parse_cases', 'parse_pretrained', 'error_message', 'cli_errors', 'quiet_imports',
+           'is_terminal', 'plain_progress']
 
 # %% ../nbs/00_core.ipynb #4f29c6b5
 def error_line(e:BaseException) -> str:
@@ -340,6 +341,44 @@ def cli_compat(f, # a function decorated with `fastcore.script.call_parse`
         except KeyboardInterrupt:                  # Ctrl-C: one line, no traceback (outputs are written atomically)
             print(f"{p.prog}: interrupted", file=sys.stderr); sys.exit(130)
     return _f
+
+# %% ../nbs/00_core.ipynb #3f71aeb6
+def parse_cases(s) -> list|None:
+    "Case ids from a command line's comma-separated list (`'3, 7'` -> `['3', '7']`); None when empty"
+    return [o.strip() for o in str(s).split(',') if o.strip()] if s else None
+
+PRETRAINED = {'auto': 'auto', 'yes': True, 'true': True, 'no': False, 'false': False}   # --pretrained's words
+
+def parse_pretrained(s:str, prog:str):
+    "The `pretrained` argument of `--pretrained s`, or exit with one line naming `prog`"
+    if str(s).lower() not in PRETRAINED: sys.exit(f"{prog}: --pretrained must be auto, yes or no, not {s!r}")
+    return PRETRAINED[str(s).lower()]
+
+# %% ../nbs/00_core.ipynb #9d49f93c
+def error_message(e:BaseException, # the error a command line reports
+                  out=None, # the output it was writing: named when an `OSError` carries no file name
+                  name_out:bool=False, # name `out` even when the `OSError` names a file (e.g. a temporary one)
+                 )->str:
+    "The one-line message of `e`: an `OSError` (not a `LitsError`) as '<file>: cannot write (<reason>)'"
+    if isinstance(e, OSError) and not isinstance(e, LitsError):
+        return f"{(out if name_out else e.filename) or out}: cannot write ({e.strerror or e})"
+    if isinstance(e, KeyError) and e.args: return str(e.args[0])
+    return str(e)
+
+@contextlib.contextmanager
+def cli_errors(prog:str|None, # the command's name, the message's prefix (None: the message alone)
+               out=None, # see `error_message`
+               catch:tuple=(ValueError, OSError), # the errors reported (`LitsError` always is)
+               code:int=1, # the exit status
+               first_line:bool=False, # only the first line of the message
+               name_out:bool=False, # see `error_message`
+              ):
+    "Report a `LitsError` or an error of `catch` raised inside the block as one line `prog: message` on stderr; exit with `code`"
+    try: yield
+    except (LitsError, *tuple(catch)) as e:
+        msg = error_message(e, out, name_out)
+        if first_line and msg: msg = msg.splitlines()[0]
+        print(f"{prog}: {msg}" if prog else msg, file=sys.stderr); sys.exit(code)
 
 # %% ../nbs/00_core.ipynb #34d04e47
 _QUIET = [(FutureWarning, r'`torch\.jit\.script` is deprecated')] # (category, message) of third-party warnings raised by importing fastai

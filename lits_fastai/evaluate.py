@@ -22,7 +22,7 @@ __all__ = ['CLASSES', 'EXTRA_CLASSES', 'ALL_CLASSES', 'LITS_CONNECTIVITY', 'CONF
            'surface', 'surface_distances', 'distance_metrics', 'overlap_metrics', 'detect_lesions', 'tumor_burden',
            'case_metrics', 'confusion_matrix', 'case_id', 'label_files', 'read_labels', 'check_same_grid',
            'evaluate_case', 'bootstrap_ci', 'summarize', 'summary_path', 'pair_cases', 'write_csv', 'evaluate_folder',
-           'paired_test', 'confusion_total', 'write_pictures', 'lits_evaluate']
+           'paired_test', 'confusion_total']
 
 # %% ../nbs/31_evaluate.ipynb #8da04a6c
 CLASSES = ('liver', 'tumor')
@@ -353,66 +353,3 @@ def confusion_total(per_case:pd.DataFrame, # per-case table from `evaluate_folde
     "The 3-class confusion matrix summed over the cases of `per_case`"
     d = per_case.drop_duplicates('case')
     return d[CONFUSION_COLS].to_numpy(np.int64).sum(0).reshape(3, 3)
-
-def write_pictures(per_case:pd.DataFrame, # per-case table from `evaluate_folder`
-                   out, # the per-case CSV the pictures go beside
-                  )->list: # the PNG files written
-    "Write `<out>_dice.png` (Dice per case and class) and `<out>_confusion.png` (3-class confusion matrix) atomically"
-    from lits_fastai.plots import plot_case_dice, plot_confusion, save_figure
-    if not len(per_case): return []
-    png = lambda sfx: Path(out).with_name(f"{Path(out).stem}_{sfx}.png")
-    fns = [save_figure(plot_case_dice(per_case), png('dice'), close=True)]
-    if set(CONFUSION_COLS) <= set(per_case.columns): fns.append(save_figure(plot_confusion(cm=confusion_total(per_case)), png('confusion'), close=True))
-    return fns
-
-# %% ../nbs/31_evaluate.ipynb #ff2b2b10
-def _print_table(title, df):
-    print(f"\n{title}")
-    with pd.option_context('display.width', 200, 'display.max_rows', 200, 'display.float_format', '{:.4g}'.format):
-        print(df.to_string())
-
-def _with_suffix(out, sfx) -> Path:
-    out = Path(out)
-    return out.with_name(f"{out.stem}{sfx}{out.suffix or '.csv'}")
-
-@cli_compat
-@call_parse
-def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, labels 0 background, 1 liver, 2 tumour)
-                  gt:str, # folder (or file) of ground-truth label maps; their headers give the spacing
-                  out:str='metrics.csv', # per-case CSV; the summary goes to <out>_summary.csv
-                  pred2:str=None, # a second prediction folder to score and compare case by case (paired tests)
-                  min_overlap:float=0.5, # lesion detection: IoU a true lesion's matched prediction must exceed (LiTS 0.5)
-                  connectivity:int=LITS_CONNECTIVITY, # surface voxels: 1 face, 2 face+edge (the LiTS scorer's 18-neighbourhood), 3 full 26-neighbourhood
-                  n_workers:int=0, # parallel processes (0: score in this process)
-                  n_boot:int=1000, # bootstrap resamples for the confidence interval of the mean Dice
-                  seed:int=0, # bootstrap seed
-                  report:bool=False, # also write <out>_report.html: one self-contained page with the tables, per-case Dice and pictures
-                  volumes:str=None, # with --report: the CT volumes (a folder, matched by case id) under the pictures
-                 ):
-    "LiTS evaluation of predicted label maps against the ground truth: per-case and summary CSVs and a printed table"
-    kw = dict(connectivity=connectivity, min_overlap=min_overlap, n_workers=n_workers, n_boot=n_boot, seed=seed, progress=True)
-    failed = False
-    runs = [(pred, out)] + ([(pred2, _with_suffix(out, '_pred2'))] if pred2 else [])
-    tables = []
-    for p,o in runs:
-        try: pc,sm = evaluate_folder(p, gt, out=o, **kw)
-        except BadInputError as e: print(e, file=sys.stderr); sys.exit(1)
-        except OSError as e: print(f"{o}: cannot write ({e.strerror or e})", file=sys.stderr); sys.exit(1)
-        failed |= bool(pc.attrs['failed'])
-        pics = write_pictures(pc, o)
-        print(f"{p}: {pc['case'].nunique() if len(pc) else 0} cases scored, {len(pc.attrs['failed'])} failed -> "
-              f"{', '.join(str(f) for f in [o, summary_path(o)] + pics)}")
-        if len(sm): _print_table(f"Summary of {p} ({surface_rule(connectivity)}; parenchyma = label 1 alone)", sm.T)
-        tables.append(pc)
-    if pred2 and all(len(t) for t in tables):
-        pt = pd.concat([paired_test(*tables, metric=m) for m in ('dice', 'hd95', 'assd')])
-        write_csv(pt, _with_suffix(out, '_paired'))
-        _print_table(f"Paired tests, A = {pred}, B = {pred2} ({surface_rule(connectivity)})", pt)
-    if report and all(len(t) for t in tables):
-        from lits_fastai.report import write_report
-        names = [str(p) for p,_ in runs]
-        html = write_report(_with_suffix(Path(out).with_suffix('.html'), '_report'), per_case=dict(zip(names, tables)),
-                            pairwise=pt.reset_index() if pred2 else None, volumes=volumes, title=f"LiTS evaluation of {', '.join(names)}",
-                            notes=[f"Ground truth: {gt}. Surfaces: {surface_rule(connectivity)}."])
-        print(f"report: {html}")
-    if failed: sys.exit(1)

@@ -10,21 +10,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.script import call_parse
-from .core import LitsError, BadInputError, atomic_path, cli_compat, error_line
-from .learner import check_contract
+from .core import LitsError, BadInputError, atomic_path, cli_compat, cli_errors, error_line
+from .modelfile import ONNX_INSTALL, _need, input_shape, OnnxModel, read_onnx_contract, load_onnx, check_contract
 from .inference import as_model, Ensemble
 
 # %% auto #0
-__all__ = ['ONNX_INSTALL', 'input_shape', 'export_onnx', 'OnnxModel', 'read_onnx_contract', 'load_onnx', 'lits_export']
+__all__ = ['export_onnx', 'lits_export', 'ONNX_INSTALL', 'input_shape', 'OnnxModel', 'read_onnx_contract', 'load_onnx']
+
+# %% ../nbs/35_export.ipynb #89c8c7bf
+_all_ = ['ONNX_INSTALL', 'input_shape', 'OnnxModel', 'read_onnx_contract', 'load_onnx']   # their home is `modelfile`
 
 # %% ../nbs/35_export.ipynb #6943387c
-ONNX_INSTALL = 'pip install "lits_fastai[onnx]"'
-
-def _need(pkg:str):
-    "Import the optional package `pkg`, or a one-line `LitsError` naming the install"
-    try: return __import__(pkg)
-    except ImportError: raise LitsError(f"ONNX model files need {pkg}: {ONNX_INSTALL}") from None
-
 @contextlib.contextmanager
 def _positive_movedim():
     "Give `Tensor.movedim` non-negative dimensions while tracing: the TorchScript exporter writes a negative one into `Transpose`"
@@ -36,12 +32,6 @@ def _positive_movedim():
     torch.Tensor.movedim = movedim
     try: yield
     finally: torch.Tensor.movedim = orig
-
-def input_shape(c:dict, bs:int=1) -> tuple:
-    "The input shape `(bs, n_in, *size)` a model with contract `c` is fed"
-    sz = list(c['size']) if isinstance(c['size'], (list, tuple)) else [c['size']]
-    sz = sz[-2:] if c['dims']==2 else sz
-    return (bs, int(c['model_kwargs'].get('n_in', 1)), *(sz*2 if len(sz)==1 else sz))
 
 def _dynamic(c:dict) -> dict:
     "Dynamic axes of the graph: the batch; height and width too for a model at a fixed pixel spacing, which sees each scan at its own size"
@@ -75,63 +65,6 @@ def export_onnx(model, # model file, run folder, fastai `Learner`, or `(nn.Modul
             if not d<1e-3: raise LitsError(f"{fn}: the ONNX graph differs from the PyTorch model by {d:.3g}")
     return fn
 
-# %% ../nbs/35_export.ipynb #c3d5d54c
-class OnnxModel(nn.Module):
-    "An ONNX Runtime session used like a PyTorch module: `model(x)` for a float32 tensor `x`, on the CPU"
-    def __init__(self, fn, # an ONNX file
-                 threads:int|None=None, # intra-op threads (default: `torch.get_num_threads()`)
-                ):
-        super().__init__()
-        ort = _need('onnxruntime')
-        so = ort.SessionOptions()
-        so.intra_op_num_threads,so.inter_op_num_threads = threads or torch.get_num_threads(),1
-        so.log_severity_level = 3
-        self.fn,self.sess = Path(fn),ort.InferenceSession(str(fn), so, providers=['CPUExecutionProvider'])
-        self.input = self.sess.get_inputs()[0].name
-        self.register_parameter('dummy', nn.Parameter(torch.zeros(1), requires_grad=False))   # device and dtype for inference code
-    def _apply(self, fn, recurse=True): return self        # stays a CPU float32 model
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.sess.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0])
-    def extra_repr(self) -> str: return str(self.fn)
-
-def _session(fn):
-    "An ONNX Runtime session of `fn`, or a `BadInputError` naming it"
-    ort = _need('onnxruntime')
-    fn = Path(fn)
-    if not fn.exists(): raise BadInputError(fn, 'model file not found')
-    try: return OnnxModel(fn)
-    except Exception as e: raise BadInputError(fn, f"not a valid ONNX model file ({error_line(e)[:160]})") from None
-
-def _contract(fn, sess) -> dict:
-    meta = sess.get_modelmeta().custom_metadata_map
-    if 'lits_fastai' not in meta: raise BadInputError(fn, 'not a lits_fastai ONNX file (no contract in its metadata)')
-    try: c = json.loads(meta['lits_fastai'])
-    except ValueError: raise BadInputError(fn, 'bad model contract: not JSON') from None
-    return check_contract(c, fn)
-
-def read_onnx_contract(fn) -> dict:
-    "The checked contract in the metadata of the ONNX file `fn`"
-    return _contract(fn, _session(fn).sess)
-
-def _dims_fit(shape, want) -> bool:
-    "Do the graph's dimensions `shape` (ints, or names for dynamic ones) fit `want` (None: any)?"
-    return len(shape)==len(want) and all(w is None or not isinstance(s, int) or s==w for s,w in zip(shape, want))
-
-def load_onnx(fn, # an ONNX file written by `export_onnx`
-              device='cpu', # ignored: ONNX Runtime runs on the CPU
-             ) -> tuple: # (`OnnxModel`, contract)
-    "Load an ONNX model file and its contract, checking the graph's input and output shapes against the contract"
-    m = _session(fn)
-    c = _contract(fn, m.sess)
-    ins,outs = m.sess.get_inputs(),m.sess.get_outputs()
-    shp = input_shape(c)
-    n_out = int(c['model_kwargs'].get('n_out', 3 if len(c['classes'])==3 else 1))
-    if len(ins)!=1 or not _dims_fit(ins[0].shape, (None, *shp[1:])):
-        raise BadInputError(fn, f"the graph's input {[o.shape for o in ins]} does not fit the contract's {['batch', *shp[1:]]}")
-    if not outs or not _dims_fit(outs[0].shape, (None, n_out, *shp[2:])):
-        raise BadInputError(fn, f"the graph's output {outs[0].shape if outs else None} does not fit the contract's {['batch', n_out, *shp[2:]]}")
-    return m.eval(), c
-
 # %% ../nbs/35_export.ipynb #f5a1dcea
 @cli_compat
 @call_parse
@@ -140,7 +73,6 @@ def lits_export(model:str, # model file (.safetensors) from lits-train, or its r
                 opset:int=17, # ONNX opset
                ):
     "Export a model file to ONNX with its preprocessing contract, for `lits-predict` or any ONNX Runtime"
-    try: fn = export_onnx(model, out, opset=opset)
-    except LitsError as e: print(f"lits-export: {e}", file=sys.stderr); sys.exit(1)
+    with cli_errors('lits-export', catch=()): fn = export_onnx(model, out, opset=opset)
     c = read_onnx_contract(fn)
     print(f"wrote {fn} ({c['arch']}, input {['batch', *input_shape(c)[1:]]}, {fn.stat().st_size/2**20:.1f} MB)")

@@ -16,16 +16,18 @@ from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, to_canonical, from_canonical,
                               to_slices, from_slices, save_nifti, save_image, nifti_like, atomic_path, is_nifti, nifti_stem, cli_compat,
-                              bbox, slabs, label_components, component_sizes, axial_slice)
+                              bbox, slabs, label_components, component_sizes, axial_slice, cli_errors)
 from .transforms import intensity_from_config
+from .discover import scan_cases
+from .plots import show_overlay, save_figure
 from .data import slice_input, context_index, resize_chw, as_hw, plane_shape
-from .learner import load_model_file, model_contract, read_contract
+from .modelfile import load_model_file, model_contract, read_contract
+from .postprocess import NO_POST, DEFAULT_POST, post_config, apply_postprocess, postprocess, drop_small
 
 # %% auto #0
-__all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'NO_POST', 'DEFAULT_POST', 'as_model', 'check_members', 'Ensemble',
-           'ensemble_files', 'load_ensemble', 'write_ensemble', 'SliceInput', 'autocast_for', 'SliceProbs',
-           'predict_slices', 'gaussian_weight', 'sliding_window', 'volume_probs', 'predict_volume3d', 'drop_small',
-           'postprocess', 'post_config', 'apply_postprocess', 'predict_volume', 'overlay_png', 'mask_name',
+__all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'as_model', 'check_members', 'Ensemble', 'ensemble_files', 'load_ensemble',
+           'write_ensemble', 'SliceInput', 'autocast_for', 'SliceProbs', 'predict_slices', 'gaussian_weight',
+           'sliding_window', 'volume_probs', 'predict_volume3d', 'predict_volume', 'overlay_png', 'mask_name',
            'predict_files', 'lits_predict', 'read_contract_safe']
 
 # %% ../nbs/30_inference.ipynb #0ffe1689
@@ -315,74 +317,6 @@ def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, pro
     if not probs: return lab
     return lab, (p[0,0] if binary else 1-p[0,0]).cpu().numpy().astype(np.float16)
 
-# %% ../nbs/30_inference.ipynb #519d6a04
-def drop_small(lab:np.ndarray, # label map, changed in place
-               label:int, # the label whose connected components are measured
-               spacing, # voxel spacing in mm (any axis order: only the voxel volume counts)
-               min_mm3:float, # components smaller than this (in mm^3) are relabelled
-               to:int, # the label they get
-              )->np.ndarray:
-    "Relabel the connected components of `label` smaller than `min_mm3` as `to`, in place"
-    m = lab==label
-    if not (min_mm3 and m.any()): return lab                 # no labelling pass when there is nothing to measure
-    cc,n = label_components(m); del m
-    small = component_sizes(cc, n)*float(np.prod(spacing)) < min_mm3
-    small[0] = False
-    if small.any():
-        for s in slabs(cc): lab[s][small[cc[s]]] = to
-    return lab
-
-def postprocess(lab:np.ndarray, # (Z,H,W) label map, 0/1/2
-                spacing=(1.,1.,1.), # (sx, sy, sz) in mm
-                largest_liver:bool=True, tumor_in_liver:bool=True, min_tumor_mm3:float=10.,
-                inplace:bool=False, # change `lab` itself (saves a copy of the volume)
-                small_tumor_to:int=1, # label of the removed small tumours: liver (1), or background (0) for a tumour-only map
-               ) -> np.ndarray:
-    "Largest liver component, tumour only where it is connected to liver, tiny tumour components removed"
-    if not inplace: lab = lab.copy()
-    sl = bbox(lab)
-    if sl is None: return lab
-    sub = lab[sl]   # a view: every step works inside the bounding box of the foreground only
-    if largest_liver or tumor_in_liver:
-        cc,n = label_components(sub)
-        keep = np.ones(n+1, bool); keep[0] = False
-        if tumor_in_liver:                                   # components holding some liver
-            has_liver = np.zeros(n+1, bool)
-            for s in slabs(cc): has_liver[cc[s][sub[s]==1]] = True
-            keep &= has_liver
-        if largest_liver and keep.sum()>1:
-            sizes = np.where(keep, component_sizes(cc, n), 0)
-            keep[:] = False; keep[np.argmax(sizes)] = True
-        for s in slabs(cc): sub[s][~keep[cc[s]]] = 0
-        del cc
-    drop_small(sub, 2, spacing, min_tumor_mm3, small_tumor_to)
-    return lab
-
-# %% ../nbs/30_inference.ipynb #e4de2ce6
-NO_POST = dict(largest_liver=False, tumor_in_liver=False, min_tumor_mm3=0.)   # a configuration that changes nothing
-DEFAULT_POST = {'multiclass': dict(largest_liver=True, tumor_in_liver=True, min_tumor_mm3=10.),
-                'liver': dict(largest_liver=True, tumor_in_liver=True, min_tumor_mm3=0.),
-                'tumor': NO_POST}
-
-def post_config(post, # True (the contract's or the task's default), False/None (none) or a dict of `postprocess` steps
-                contract:dict, # the model's or ensemble's contract
-               )->dict|None:
-    "The post-processing steps that `post` asks for, for a model with `contract`"
-    if post is None or post is False: return None
-    if isinstance(post, dict): return {**NO_POST, **post}
-    return {**NO_POST, **(contract.get('postprocess') or DEFAULT_POST[contract.get('target', 'multiclass')])}
-
-def apply_postprocess(lab:np.ndarray, # the model's own labels: 0/1/2, or 0/1 for a binary task
-                      spacing, # voxel spacing in mm
-                      pp:dict|None, # steps, from `post_config`
-                      target:str='multiclass', # the model's task: 'multiclass', 'liver' or 'tumor'
-                     )->np.ndarray:
-    "Post-process `lab` in place: a binary liver map is the liver label; in a binary tumour map label 1 is tumour"
-    if not pp: return lab
-    steps = {k: pp[k] for k in ('largest_liver', 'tumor_in_liver', 'min_tumor_mm3') if k in pp}
-    if target=='tumor': return drop_small(lab, 1, spacing, steps.get('min_tumor_mm3', 0), to=0)
-    return postprocess(lab, spacing, inplace=True, **steps)
-
 # %% ../nbs/30_inference.ipynb #690c4cd2
 def predict_volume(model, # model file, run or ensemble folder, list of model files, Learner, or (module, contract)
                    nifti, # a NIfTI file name or a loaded nibabel image
@@ -420,7 +354,6 @@ def overlay_png(volume, # CT volume: NIfTI file name or nibabel image
                 title:str|None=None, # title (default: the volume's name and the slice)
                )->Path:
     "Write one axial slice of `volume` with `mask` on top (liver green, tumour red) as a PNG; returns `fn`"
-    from lits_fastai.plots import show_overlay, save_figure
     vimg = load_nifti(volume) if isinstance(volume, (str, Path)) else volume
     mimg = load_nifti(mask) if isinstance(mask, (str, Path)) else mask
     if z is None:
@@ -439,7 +372,6 @@ def mask_name(volume) -> str:
 
 def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, probs=False, pbar=True, png=False, allow_pickle=False, sw_batch_size=4):
     "Segment every volume of `inp` (file or folder) into `out`; returns (written files, failures as (file, problem))"
-    from lits_fastai.discover import scan_cases
     m,c = as_model(model, device, allow_pickle)
     inp, out = Path(inp), Path(out)
     if inp.is_file(): vols,failed = [inp],[]
@@ -479,9 +411,9 @@ def lits_predict(model:str, # model file from lits-train (or its .onnx from lits
                  sw_batch_size:int=4, # windows per forward pass of a 3D patch model (more: faster on a GPU, more memory)
                 ):
     "Segment CT volumes into NIfTI masks (0 background, 1 liver, 2 tumour) in each input's own geometry"
-    try: written, failed = predict_files(model, input, out, tta=tta, post=not no_post, bs=bs, device=device, probs=probs, png=png,
-                                            allow_pickle=allow_pickle, sw_batch_size=sw_batch_size)
-    except LitsError as e: print(f"lits-predict: {e}", file=sys.stderr); sys.exit(1)
+    with cli_errors('lits-predict', catch=()):
+        written, failed = predict_files(model, input, out, tta=tta, post=not no_post, bs=bs, device=device, probs=probs, png=png,
+                                        allow_pickle=allow_pickle, sw_batch_size=sw_batch_size)
     c = read_contract_safe(model)
     for f,p in failed: print(f"{f}: {p}", file=sys.stderr)
     kind = 'labels 0 background, 1 liver, 2 tumour' if c is None or len(c['classes'])==3 else f"binary {c['classes'][1]} mask (0/1)"

@@ -24,6 +24,8 @@ from fastai.optimizer import Adam, SGD
 import fastai.callback.schedule  # adds Learner.fit_one_cycle
 import lits_fastai
 from .core import LitsError, BadInputError, atomic_path, error_line
+from .modelfile import (MODEL_FORMAT, n_classes, data_attrs, n_inputs, model_contract, save_model_file, check_contract,
+                                   read_contract, check_weights, load_model_file)
 from .recipes import Recipe, get_recipe
 from .plan import plan_recipe
 from .models import build_model, MODELS, MODEL_INFO
@@ -33,9 +35,13 @@ from .metrics import lits_metrics
 from .tracking import tracking_callbacks
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'recipe_opt', 'recipe_loss', 'n_classes', 'EpochCheckpoint', 'resume_from', 'HistoryLogger',
-           'trim_history', 'LitsLearner', 'build_learner', 'model_contract', 'save_model_file', 'check_contract',
+__all__ = ['recipe_opt', 'recipe_loss', 'EpochCheckpoint', 'resume_from', 'HistoryLogger', 'trim_history', 'LitsLearner',
+           'build_learner', 'MODEL_FORMAT', 'n_classes', 'model_contract', 'save_model_file', 'check_contract',
            'read_contract', 'check_weights', 'load_model_file']
+
+# %% ../nbs/23_learner.ipynb #0787fb35
+_all_ = ['MODEL_FORMAT', 'n_classes', 'model_contract', 'save_model_file', 'check_contract', 'read_contract', 'check_weights',
+         'load_model_file']   # their home is `modelfile`; imported from here as before
 
 # %% ../nbs/23_learner.ipynb #39316859
 def recipe_opt(r:Recipe):
@@ -54,10 +60,6 @@ def recipe_loss(r:Recipe):
     kw = dict(r.loss_kwargs)
     if r.target!='multiclass' and _accepts(f, 'target'): kw['target'] = r.target
     return f(**kw)
-
-def n_classes(r:Recipe)->int:
-    "Output channels of the model: 3 for softmax over background/liver/tumour, 1 for a binary task"
-    return 3 if r.target=='multiclass' else 1
 
 # %% ../nbs/23_learner.ipynb #231db8f0
 def _plain(o):
@@ -134,17 +136,7 @@ class _ResumableSave(SaveModelCallback):
         if getattr(self, '_resume_best', None) is not None: self.best = self._resume_best; self._resume_best = None
 
 # %% ../nbs/23_learner.ipynb #2cf910b7
-_DATA_ATTRS = ('intensity', 'size', 'context', 'spacing', 'plan', 'train_cases', 'valid_cases', 'test_cases')   # what the DataLoaders tell inference
 _RUN_CBS = (CSVLogger, SaveModelCallback, ReduceLROnPlateau, EpochCheckpoint)   # the callbacks that belong to a training run
-
-def _data_attrs(dls) -> dict:
-    "The `_DATA_ATTRS` that the factories (`slice_dls`, `png_dls`, `volume_dls`) set on `dls` itself"
-    return {k: v for k,v in vars(dls).items() if k in _DATA_ATTRS}
-
-def _n_in(dls) -> int:
-    n = getattr(dls, 'n_channels', None)
-    if n: return int(n)
-    return int(dls.one_batch()[0].shape[1])
 
 class LitsLearner(Learner):
     "A fastai `Learner` whose `validate` leaves the training run's files alone and whose `fit` resumes at `start_epoch`"
@@ -201,7 +193,7 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     if arch is not None and arch!=r.arch: r = replace(r, arch=arch)
     n_out = n_classes(r)
     mk = _factory_kwargs(r, dls, pretrained, weights, model_kwargs)
-    n_in = _n_in(dls)
+    n_in = n_inputs(dls)
     model = build_model(r.arch, n_in=n_in, n_out=n_out, **mk)
     if loss is None: loss = recipe_loss(r)
     if metrics is None: metrics = lits_metrics(n_out, binary_target=None if r.target=='multiclass' else r.target)
@@ -216,7 +208,7 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     learn = LitsLearner(dls, model, loss_func=loss, opt_func=recipe_opt(r), lr=r.lr, wd=r.wd, metrics=metrics, cbs=cbs, **kwargs)
     learn.recipe = r
     learn.model_kwargs = {k:v for k,v in mk.items() if k not in ('pretrained', 'weights')}
-    learn.data_contract = {'n_in': n_in, **_data_attrs(dls)}      # kept by `learn.export`, which empties the DataLoaders
+    learn.data_contract = {'n_in': n_in, **data_attrs(dls)}      # kept by `learn.export`, which empties the DataLoaders
     if torch.cuda.is_available(): learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     return learn
 
@@ -237,197 +229,3 @@ def fit_recipe(self:LitsLearner,
     n = epochs or r.epochs
     if r.schedule=='one_cycle': return self.fit_one_cycle(n, r.lr, wd=r.wd, start_epoch=start_epoch, **kwargs)
     return self.fit(n, self.lr if start_epoch else r.lr, wd=r.wd, start_epoch=start_epoch, **kwargs)
-
-# %% ../nbs/23_learner.ipynb #07c332a6
-MODEL_FORMAT = 'lits_fastai.model/1'
-
-def model_contract(learn:Learner) -> dict:
-    "The preprocessing contract of a trained `learn`: what inference must replay"
-    r, dls = learn.recipe, learn.dls
-    d = {**getattr(learn, 'data_contract', {}), **_data_attrs(dls)}
-    n_out = n_classes(r)
-    c = {'format': MODEL_FORMAT, 'lits_fastai': lits_fastai.__version__, 'torch': torch.__version__,
-         'arch': r.arch, 'model_kwargs': {**learn.model_kwargs, 'n_in': d.get('n_in') or _n_in(dls), 'n_out': n_out},
-         'dims': r.dims, 'mode': r.mode, 'target': r.target,
-         'classes': ['background', 'liver', 'tumor'] if n_out==3 else ['background', r.target],
-         'intensity': d.get('intensity', r.intensity), 'size': d.get('size', r.size), 'context': d.get('context', r.context),
-         'spacing': d.get('spacing', getattr(r, 'spacing', None)), # pixel spacing (mm) slices are resampled to; None: whole slices resized to `size`
-         'train_cases': [str(o) for o in d.get('train_cases', [])],
-         'valid_cases': [str(o) for o in d.get('valid_cases', [])],
-         'test_cases': [str(o) for o in d.get('test_cases', [])], # held out of training, validation and intensity fitting
-         'recipe': r.to_dict(),
-         **({'plan': d['plan']} if d.get('plan') else {}),
-         **({'postprocess': learn.postprocess} if getattr(learn, 'postprocess', None) is not None else {})}
-    return json.loads(json.dumps(c, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
-
-def save_model_file(learn:Learner, fn, contract:dict|None=None) -> Path:
-    "Write `learn`'s weights and its contract to the single safetensors file `fn`, atomically"
-    from safetensors.torch import save_model
-    contract = contract or model_contract(learn)
-    fn = Path(fn)
-    with atomic_path(fn) as tmp:
-        save_model(_cpu_float(learn.model), str(tmp), metadata={'lits_fastai': json.dumps(contract)})
-    return fn
-
-def _cpu_float(model):
-    "`model` itself if it is already float32 on the CPU, else a float32 CPU copy"
-    ps = list(model.parameters())
-    if all(p.device.type=='cpu' and p.dtype==torch.float32 for p in ps): return model
-    return copy.deepcopy(model).float().cpu()
-
-@patch
-def export_model(self:Learner, fn='model.safetensors'):
-    "Write the shareable model file of this learner (see `save_model_file`)"
-    return save_model_file(self, fn)
-
-# %% ../nbs/23_learner.ipynb #c06fea47
-_MAX_INT = 2**20     # bound on any integer model argument: wider than real ones, it bounds the work of building a crafted model
-_MAX_SIZE = 4096     # bound on each side of the input size
-_MAX_VOXELS = 2**27  # bound on the voxels of a 3D input size (512^3)
-
-def _json_ok(v, depth=0) -> bool:
-    "Is `v` a JSON scalar (integers within `_MAX_INT`) or a short list of them?"
-    if v is None or isinstance(v, (bool, str, float)): return True
-    if isinstance(v, int): return abs(v)<=_MAX_INT
-    return isinstance(v, (list, tuple)) and depth<3 and len(v)<=64 and all(_json_ok(o, depth+1) for o in v)
-
-def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
-
-def check_contract(c, # a contract read from a model file
-                   fn=None, # the file, for the message
-                  ) -> dict: # `c`, checked
-    "Check the contract `c` against the schema of `MODEL_FORMAT`: a `BadInputError` naming `fn` for the first problem"
-    def bad(msg): raise BadInputError(fn, f"bad model contract: {msg}")
-    if not isinstance(c, dict): bad('not a JSON object')
-    if c.get('format')!=MODEL_FORMAT: raise BadInputError(fn, f"unsupported model file format {str(c.get('format'))[:80]!r}")
-    for k in ('arch', 'model_kwargs', 'dims', 'classes', 'size', 'intensity'):
-        if k not in c: bad(f"{k!r} missing")
-    arch,kw = c['arch'],c['model_kwargs']
-    if not isinstance(arch, str): bad("'arch' must be a model name")
-    try: MODELS[arch]; info = MODEL_INFO[arch]
-    except Exception as e: bad(f"unknown arch {arch[:80]!r} ({error_line(e)[:160]})")
-    if not isinstance(kw, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kw): bad("'model_kwargs' must map argument names to values")
-    for k,v in kw.items():
-        if not _json_ok(v): bad(f"model argument {k!r} must be a JSON number, string or short list (integers up to {_MAX_INT})")
-    if kw.get('weights') is not None: bad("'weights' in model_kwargs: a model file cannot name other files to read")
-    if c['dims']!=info['dims']: bad(f"'dims' {c['dims']!r} does not match {arch} ({info['dims']})")
-    cl = c['classes']
-    if not (isinstance(cl, (list, tuple)) and len(cl) in (2, 3) and all(isinstance(o, str) for o in cl)): bad("'classes' must list 2 or 3 names")
-    n_out = kw.get('n_out', info['n_out'])
-    if n_out!=(3 if len(cl)==3 else 1): bad(f"n_out {n_out!r} does not fit {len(cl)} classes")
-    if not _is_int(kw.get('n_in', 1)) or not 1<=kw.get('n_in', 1)<=64: bad("'n_in' must be an integer from 1 to 64")
-    sz = list(c['size']) if isinstance(c['size'], (list, tuple)) else [c['size']]
-    if not (sz and len(sz)<=3 and all(_is_int(o) and 1<=o<=_MAX_SIZE for o in sz)): bad(f"'size' must be 1 to 3 integers from 1 to {_MAX_SIZE}")
-    if math.prod(sz)>_MAX_VOXELS: bad(f"'size' {sz} has more than {_MAX_VOXELS} voxels")
-    sp = c.get('spacing')
-    if sp is not None and not (isinstance(sp, (int, float)) and not isinstance(sp, bool) and 0.01<=sp<=100): bad("'spacing' must be a pixel size in mm from 0.01 to 100")
-    pp = c.get('postprocess')
-    if pp is not None and not (isinstance(pp, dict) and all(isinstance(k, str) and _json_ok(v) for k,v in pp.items())): bad("'postprocess' must map step names to values")
-    ctx = c.get('context', 1)
-    if ctx is not None and not (_is_int(ctx) and 1<=ctx<=64): bad("'context' must be an integer from 1 to 64")
-    for k in ('mode', 'target'):
-        if c.get(k) is not None and not isinstance(c[k], str): bad(f"{k!r} must be a string")
-    if not isinstance(c['intensity'], dict): bad("'intensity' must be a JSON object")
-    try: intensity_from_config(c['intensity'])
-    except Exception as e: bad(f"'intensity' ({error_line(e)[:160]})")
-    return c
-
-def read_contract(fn) -> dict:
-    "The JSON contract stored in the model file `fn` (reads the header only), checked by `check_contract`"
-    fn = Path(fn)
-    if not fn.exists(): raise BadInputError(fn, 'model file not found')
-    if fn.suffix=='.onnx':
-        from lits_fastai.export import read_onnx_contract
-        return read_onnx_contract(fn)
-    return _read_header(fn)[0]
-
-def _read_header(fn) -> tuple:
-    "(checked contract, {tensor name: shape}) of the safetensors file `fn`, from its header only"
-    from safetensors import safe_open
-    try:
-        with safe_open(str(fn), framework='pt') as f:
-            meta = f.metadata() or {}
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e: raise BadInputError(fn, f"not a valid lits_fastai model file ({type(e).__name__}); it may be truncated or corrupt") from None
-    if 'lits_fastai' not in meta: raise BadInputError(fn, 'not a lits_fastai model file (no contract in its header)')
-    try: c = json.loads(meta['lits_fastai'])
-    except ValueError: raise BadInputError(fn, 'bad model contract: not JSON') from None
-    return check_contract(c, fn), shapes
-
-# %% ../nbs/23_learner.ipynb #e5a709d4
-class _MetaBuild(DeviceContext):
-    "Make every tensor on the `meta` device (shapes, no memory), but the small `linspace`s a model reads back (drop-path rates)"
-    def __init__(self): super().__init__(torch.device('meta'))
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        steps = args[2] if len(args)>2 else kwargs.get('steps', 0)
-        if func is torch.linspace and kwargs.get('device') is None and _is_int(steps) and steps<=4096: kwargs['device'] = 'cpu'
-        return super().__torch_function__(func, types, args, kwargs)
-
-@contextlib.contextmanager
-def _budget(fn, n:int):
-    "Refuse (naming `fn`) a model construction that registers more than `n` tensors or `16n` modules"
-    seen = {'tensors': 0, 'modules': 0}
-    def count(kind, lim):
-        def hook(*_):
-            seen[kind] += 1
-            if seen[kind]>lim: raise BadInputError(fn, f"the contract's model has more {kind} than the file has weights")
-        return hook
-    from torch.nn.modules import module as M
-    hs = [M.register_module_parameter_registration_hook(count('tensors', n)), M.register_module_buffer_registration_hook(count('tensors', n)),
-          M.register_module_module_registration_hook(count('modules', 16*n))]
-    try: yield
-    finally:
-        for h in hs: h.remove()
-
-def _model_kwargs(c:dict) -> dict: return {k:v for k,v in c['model_kwargs'].items() if k not in ('pretrained', 'weights')}
-
-def check_weights(c:dict, # a checked contract (`check_contract`)
-                  shapes:dict, # {tensor name: shape} of the file's header
-                  fn=None, # the file, for the message
-                 ) -> nn.Module: # the model on the `meta` device
-    "Build the contract's model on the `meta` device (no memory) and check its tensor names and shapes against `shapes`"
-    try:
-        with _budget(fn, 2*len(shapes)+64), _MetaBuild(), warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            m = build_model(c['arch'], **_model_kwargs(c), pretrained=False)
-    except BadInputError: raise
-    except Exception as e: raise BadInputError(fn, f"the model arguments do not build {c['arch']} ({error_line(e)})") from None
-    alias = {}
-    for n,t in [*m.named_parameters(remove_duplicate=False), *m.named_buffers(remove_duplicate=False)]: alias.setdefault(id(t), []).append(n)
-    alias = {n: g for g in alias.values() for n in g}        # a tensor shared by several names is stored once
-    sd = m.state_dict()
-    for k,t in sd.items():
-        names = [o for o in alias.get(k, [k]) if o in shapes]
-        if not names: raise BadInputError(fn, f"weights do not fit the contract's {c['arch']}: {k} missing")
-        if shapes[names[0]]!=tuple(t.shape): raise BadInputError(fn, f"weights do not fit the contract's {c['arch']}: {names[0]} has shape {list(shapes[names[0]])}, the model {list(t.shape)}")
-    extra = [k for k in shapes if k not in sd]
-    if extra: raise BadInputError(fn, f"weights do not fit the contract's {c['arch']}: unexpected {extra[0]}")
-    return m
-
-def load_model_file(fn, # a model file written by `save_model_file` / `lits-train`, or `export_onnx`
-                    device='cpu', # where to put the model
-                    allow_pickle:bool=False, # also accept a pickled fastai `Learner` (.pkl): runs code from the file!
-                   ):
-    "Load the model and its contract from `fn`, executing no code from the file and allocating nothing the file's header does not justify"
-    from safetensors.torch import load_model
-    fn = Path(fn)
-    if fn.suffix in ('.pkl', '.pth', '.pt'):
-        if not allow_pickle: raise BadInputError(fn, 'pickled files can run code when loaded: refused (for a file you trust: lits-predict --allow-pickle, or allow_pickle=True)')
-        from fastai.learner import load_learner
-        try: learn = load_learner(fn, cpu=str(device)=='cpu')
-        except Exception as e: raise BadInputError(fn, f"not a loadable fastai Learner ({error_line(e)})") from None
-        try: return learn.model.to(device).eval(), model_contract(learn)
-        except Exception as e: raise BadInputError(fn, f"this Learner has no lits_fastai model contract ({error_line(e)})") from None
-    if not fn.exists(): raise BadInputError(fn, 'model file not found')
-    if fn.suffix=='.onnx':
-        from lits_fastai.export import load_onnx
-        return load_onnx(fn, device)
-    c,shapes = _read_header(fn)
-    check_weights(c, shapes, fn)                             # before any memory is allocated
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        model = build_model(c['arch'], **_model_kwargs(c), pretrained=False)
-    try: load_model(model, str(fn), strict=True, device=str(device))
-    except Exception as e: raise BadInputError(fn, f"weights do not load ({error_line(e)})") from None
-    return model.to(device).eval(), c

@@ -5,12 +5,14 @@
 # %% ../nbs/26_plan.ipynb #1a77abd3
 from __future__ import annotations
 import math, re, sys
-from .core import LitsError, cli_compat, write_json   # first: it quiets a torch warning fastai's import raises
+from .core import LitsError, cli_compat, cli_errors, write_json, parse_cases   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import pandas as pd
 import torch
 from fastcore.script import call_parse
-from .cache import load_manifest, load_fingerprint, foreground_sample, stored_spacing
+from .cache import load_manifest, load_fingerprint, foreground_sample, stored_spacing, ensure_cache
+from .data import split_cases
+from .models import build_model
 from .transforms import CTNorm
 from .recipes import Recipe, get_recipe
 
@@ -57,7 +59,6 @@ def probe_batch_size(arch:str, # model name in `MODELS`
                      mem_frac:float=0.8, # the share of the GPU's memory a step may use
                     )->int:
     "The largest batch size in `candidates` whose mixed-precision training step stays under `mem_frac` of the GPU's memory (measured)"
-    from lits_fastai.models import build_model
     device = torch.device(device)
     model = build_model(arch, n_in=n_in, n_out=3).to(device)
     opt,total,best = torch.optim.Adam(model.parameters()),torch.cuda.get_device_properties(device).total_memory,candidates[0]
@@ -161,15 +162,11 @@ def lits_plan(data:str, # raw LiTS-style folder or a cache from lits-prepare
               cache:str=None, # where to cache a raw DATA folder
              ):
     "Print the fingerprint of the training cases and the auto recipe's plan, and write plan.json"
-    from lits_fastai.train import ensure_cache, parse_cases
-    from lits_fastai.data import split_cases
-    try:
+    with cli_errors('lits-plan', out=out):
         c = ensure_cache(data, cache, progress=False)
         tr,va = split_cases(c, valid_pct, parse_cases(valid_cases), seed=seed, test_cases=parse_cases(test_cases))
         plan = {**make_plan(c, tr, device, size, parse_budget(budget)), 'valid_cases': va, 'test_cases': parse_cases(test_cases) or []}
         write_json(out, plan)
-    except (LitsError, ValueError) as e: print(f"lits-plan: {e}", file=sys.stderr); sys.exit(1)
-    except OSError as e: print(f"lits-plan: {e.filename or out}: cannot write ({e.strerror or e})", file=sys.stderr); sys.exit(1)
     with pd.option_context('display.width', 200, 'display.max_colwidth', 120):
         fs = {k: v for k,v in plan['fingerprint'].items() if isinstance(v, dict)}
         print(f"fingerprint of {len(tr)} training cases ({plan['fingerprint']['tumour slice share']:.0%} of their slices show tumour):")

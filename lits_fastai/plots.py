@@ -10,12 +10,12 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 from .core import atomic_path, LitsError, read_canonical, to_slices, region_mask, CODES, COLORS
-from .evaluate import confusion_matrix
+from .evaluate import confusion_matrix, confusion_total, CONFUSION_COLS
 
 # %% auto #0
 __all__ = ['show_overlay', 'error_masks', 'show_error_map', 'plot_confusion', 'read_history', 'metric_panels',
            'plot_training_curves', 'plot_case_dice', 'plot_prediction', 'informative_slices', 'show_case',
-           'save_figure', 'CODES', 'COLORS', 'confusion_matrix']
+           'save_figure', 'write_pictures', 'CODES', 'COLORS', 'confusion_matrix']
 
 # %% ../nbs/32_plots.ipynb #48a4a4d6
 _all_ = ['CODES', 'COLORS', 'confusion_matrix']   # the package's class names and colours (`core`) and the confusion counts (`evaluate`), here too
@@ -287,3 +287,14 @@ def save_figure(fig, # matplotlib Figure (or Axes: its figure is saved)
     with atomic_path(fn) as tmp: fig.savefig(tmp, format=fn.suffix[1:].lower() or 'png', dpi=dpi, bbox_inches='tight')
     if close: plt.close(fig)
     return fn
+
+# %% ../nbs/32_plots.ipynb #53b250d1
+def write_pictures(per_case:pd.DataFrame, # per-case table from `evaluate_folder`
+                   out, # the per-case CSV the pictures go beside
+                  )->list: # the PNG files written
+    "Write `<out>_dice.png` (Dice per case and class) and `<out>_confusion.png` (3-class confusion matrix) atomically"
+    if not len(per_case): return []
+    png = lambda sfx: Path(out).with_name(f"{Path(out).stem}_{sfx}.png")
+    fns = [save_figure(plot_case_dice(per_case), png('dice'), close=True)]
+    if set(CONFUSION_COLS) <= set(per_case.columns): fns.append(save_figure(plot_confusion(cm=confusion_total(per_case)), png('confusion'), close=True))
+    return fns

@@ -13,6 +13,7 @@ import lits_fastai
 from .core import LitsError, BadInputError, load_nifti, geometry, read_canonical, to_slices, atomic_path, axial_slice
 from .plots import COLORS, show_overlay, show_error_map, read_history, metric_panels
 from .discover import case_sort_key
+from .evaluate import label_files
 
 # %% auto #0
 __all__ = ['fig_uri', 'case_slice', 'case_picture', 'pick_cases', 'plot_dice_systems', 'plot_fold_curves', 'html_table',
@@ -188,7 +189,6 @@ def _volumes(volumes) -> dict:
     "{case: CT file} from a dict or a folder of CT volumes (case ids as `evaluate.case_id` reads them)"
     if volumes is None: return {}
     if isinstance(volumes, dict): return {str(k): v for k,v in volumes.items()}
-    from lits_fastai.evaluate import label_files
     return label_files(volumes)[0]
 
 def _summary(per_case:dict) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import numpy as np
 import nibabel as nib
 from scipy import ndimage as ndi
 from fastcore.script import call_parse
-from .core import Geometry, save_nifti, save_image, from_canonical, to_slices, cli_compat, slabs
+from .core import Geometry, save_nifti, save_image, from_canonical, to_slices, cli_compat, cli_errors, slabs
 
 # %% auto #0
 __all__ = ['ORIENTATIONS', 'synth_case', 'synth_geometry', 'synth_plan', 'make_synth', 'lits_synth']
@@ -346,7 +346,6 @@ def lits_synth(out:str, # folder to write the cases into
                realistic:bool=False, # cases that vary as LiTS scans do: field of view, slice spacing, HU offsets, noise, small lesions
               ):
     "Write synthetic LiTS-like CT cases (Kaggle layout: volume_pt*/volume-N.nii, segmentations/segmentation-N.nii)"
-    try: shape = _parse_size(size)
-    except ValueError as e: print(f"lits-synth: {e}", file=sys.stderr); sys.exit(2)
+    with cli_errors('lits-synth', catch=ValueError, code=2): shape = _parse_size(size)
     out = make_synth(out, n_cases=n_cases, seed=seed, shape=shape, realistic=realistic)
     print(f"wrote {n_cases} {'realistic ' if realistic else ''}synthetic cases of {shape[0]}x{shape[1]}x{shape[2]} voxels to {out}")

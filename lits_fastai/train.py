@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_train.ipynb #c86c2292
 from __future__ import annotations
-import hashlib, itertools, os, sys, time, shutil
+import itertools, os, sys, time, shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -16,37 +16,20 @@ from fastai.torch_core import set_seed, num_distrib, rank_distrib, distrib_barri
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
 from .recipes import Recipe, get_recipe, scale
-from .cache import prepare_cache, open_case, load_manifest
+from .cache import prepare_cache, open_case, load_manifest, ensure_cache, is_cache, default_cache
 from .data import slice_dls, split_cases
 from .data3d import volume_dls
-from .learner import build_learner, resume_from, save_model_file, trim_history, EpochCheckpoint
+from .modelfile import save_model_file, model_contract
+from .learner import build_learner, resume_from, trim_history, EpochCheckpoint
+from .postprocess import choose_postprocess
+from .inference import predict_slices
 from .plots import plot_training_curves, save_figure
 from .tracking import tracking_callbacks
 from .plan import make_plan, plan_recipe, parse_budget
 
 # %% auto #0
-__all__ = ['PRETRAINED', 'is_cache', 'default_cache', 'ensure_cache', 'recipe_dls', 'is_distributed', 'init_distributed',
-           'to_distributed', 'time_epoch', 'choose_valid_postprocess', 'train', 'parse_cases', 'parse_pretrained',
-           'lits_train']
-
-# %% ../nbs/24_train.ipynb #343a9100
-def is_cache(path) -> bool:
-    "Is `path` a cache written by `lits-prepare`?"
-    return (Path(path)/'manifest.csv').exists() and (Path(path)/'cases').is_dir()
-
-def default_cache(data) -> Path:
-    "Where a raw data folder is cached unless told otherwise"
-    data = Path(data).resolve()
-    root = Path(os.environ.get('LITS_CACHE', 'lits_cache'))
-    return root/f"{data.name}-{hashlib.sha1(str(data).encode()).hexdigest()[:8]}"
-
-def ensure_cache(data, cache=None, n_workers=None, progress=True) -> Path:
-    "A prepared cache for `data`: `data` itself when it is one, else `data` prepared into `cache`"
-    if is_cache(data): return Path(data)
-    cache = Path(cache) if cache else default_cache(data)
-    res = prepare_cache(data, cache, n_workers=n_workers, progress=progress)
-    for fn,problem in getattr(res, 'failed', []): print(f"skipped {fn}: {problem}", file=sys.stderr)
-    return cache
+__all__ = ['recipe_dls', 'is_distributed', 'init_distributed', 'to_distributed', 'time_epoch', 'choose_valid_postprocess',
+           'train']
 
 # %% ../nbs/24_train.ipynb #96fa13ed
 def recipe_dls(cache, # a prepared cache
@@ -183,11 +166,8 @@ def choose_valid_postprocess(learn, # a trained `Learner`
                              cache, # the cache it trained on
                              cases, # the validation cases
                              folder, # where to write their predictions and labels (removed afterwards)
-                            )->dict: # `compare.choose_postprocess`'s result
+                            )->dict: # `postprocess.choose_postprocess`'s result
     "The post-processing steps that raise the mean per-case Dice of the validation `cases`, chosen by nnU-Net's rule"
-    from lits_fastai.inference import predict_slices
-    from lits_fastai.compare import choose_postprocess
-    from lits_fastai.learner import model_contract
     c,folder = model_contract(learn),Path(folder)
     man = load_manifest(cache).drop_duplicates('case').set_index('case')
     try:
@@ -275,63 +255,3 @@ def train(data, # raw LiTS-style folder or prepared cache
         if (out/'history.csv').exists(): save_figure(plot_training_curves(out/'history.csv'), out/'curves.png', close=True)
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file
-
-# %% ../nbs/24_train.ipynb #f334b817
-def parse_cases(s) -> list|None:
-    "Case ids from a command line's comma-separated list (`'3, 7'` -> `['3', '7']`); None when empty"
-    return [o.strip() for o in str(s).split(',') if o.strip()] if s else None
-
-PRETRAINED = {'auto': 'auto', 'yes': True, 'true': True, 'no': False, 'false': False}   # --pretrained's words
-
-def parse_pretrained(s:str, prog:str):
-    "The `pretrained` argument of `--pretrained s`, or exit with one line naming `prog`"
-    if str(s).lower() not in PRETRAINED: sys.exit(f"{prog}: --pretrained must be auto, yes or no, not {s!r}")
-    return PRETRAINED[str(s).lower()]
-
-@cli_compat
-@call_parse
-def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
-               arch:str='ltnet', # ltnet, hybrid, cafct, dyntransnet, dyntransnet2d, unet3d, smp:<Arch>[:<encoder>], or auto (configured from the data)
-               recipe:str=None, # recipe name (default: the architecture's own)
-               epochs:int=None, # number of epochs (default: the recipe's)
-               size:int=None, # image size in pixels (default: the recipe's)
-               bs:int=None, # batch size (default: the recipe's)
-               valid_cases:str=None, # comma-separated validation case ids, e.g. 3,7
-               valid_pct:float=None, # fraction of cases for validation (default 0.2)
-               test_cases:str=None, # comma-separated case ids kept out of training and validation (a test set)
-               folds:int=None, # cross-validation: K folds by patient, each held out once (as lits-compare --folds)
-               fold:int=None, # with --folds: train only fold K (0-based), e.g. as one job of several
-               max_cases:int=None, # use at most this many cases
-               encoder:str=None, # encoder of ltnet / smp models, e.g. resnet34 (default: the published one)
-               pretrained:str='auto', # ImageNet encoder weights: auto (if on disk), yes (required), no
-               out:str=None, # run folder (default runs/<arch>)
-               resume:bool=False, # continue an interrupted run from its last finished epoch
-               seed:int=42, # random seed
-               cache:str=None, # where to cache a raw DATA folder
-               log:str=None, # experiment tracking: tensorboard, wandb or mlflow (comma-separated for several), in the run folder
-               budget:str=None, # training time budget, e.g. 2h or 90m: as many epochs as a measured epoch allows (--epochs wins)
-              ):
-    "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
-    pre = parse_pretrained(pretrained, 'lits-train')
-    mk = {'arch': encoder} if encoder and arch=='ltnet' else None
-    rk = {'arch': f"smp:Unet:{encoder}"} if encoder and arch=='auto' else None
-    try: budget = parse_budget(budget)
-    except ValueError as e: sys.exit(f"lits-train: --budget: {e}")
-    if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
-    if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
-    if folds:                                   # cross-validation of this one system: lits-compare's machinery
-        from lits_fastai.compare import lits_compare_main
-        lits_compare_main(data, archs=arch, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds, fold=fold,
-                                 out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre, resume=resume, seed=seed,
-                                 cache=cache, model_kwargs={arch: mk} if mk else None, prog='lits-train')
-        return
-    try:
-        learn, fn = train(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, max_cases=max_cases,
-                          valid_cases=parse_cases(valid_cases), valid_pct=valid_pct, test_cases=parse_cases(test_cases),
-                          pretrained=pre, out=out, resume=resume, seed=seed, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
-    except (LitsError, KeyError) as e:
-        print(f"lits-train: {e if not isinstance(e, KeyError) else e.args[0]}", file=sys.stderr); sys.exit(1)
-    except OSError as e:                        # an unwritable or full run folder
-        print(f"lits-train: {e.filename or out or 'runs'}: cannot write ({e.strerror or e})", file=sys.stderr); sys.exit(1)
-    if rank_distrib()==0: print(f"model file: {fn}")
-    if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()

@@ -234,7 +234,7 @@ RUN_ARGS = [*TRAIN, '--epochs', 2, '--valid-pct', 0.34]     # run_a, run_b and t
 def killed_run(work, cache):
     "lits-train SIGKILLed after batch 2 of its second epoch (it resumes in `train_calls`)"
     out = work/'run_killed'
-    p = py(_KILL, '', 'lits_fastai.train:lits_train', cache, *RUN_ARGS, '--out', out)
+    p = py(_KILL, '', 'lits_fastai.cli:lits_train', cache, *RUN_ARGS, '--out', out)
     assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
     assert len(pd.read_csv(out/'history.csv')) == 1 and not (out/'model.safetensors').exists()   # killed inside epoch 2
     return out
@@ -759,7 +759,7 @@ def train_calls(work, cache, files, bad_data, killed_run):
             'empty': [work/'empty folder', '--cache', work/'c_empty', '--out', work/'r_empty'], 'planted': [cache, *RUN_ARGS, '--out', run, '--resume'],
             'compare': [cache, '--archs', 'smp:Linknet:mobilenet_v2', '--epochs', 1, '--size', 32, '--bs', 4, '--valid-pct', 0.34,
                         '--pretrained', 'no', '--n-boot', 10, '--out', work/'compare']}
-    return dict(zip(todo, calls('lits_fastai.train:lits_train', *todo.values(), env={'PYTHONHASHSEED': '5'},
+    return dict(zip(todo, calls('lits_fastai.cli:lits_train', *todo.values(), env={'PYTHONHASHSEED': '5'},
                                 entries={list(todo).index('compare'): 'lits_fastai.compare:lits_compare'})))
 
 def test_model_files_and_checkpoints_never_run_code(work, volumes, predict_calls, train_calls):
