@@ -20,59 +20,20 @@ from .recipes import get_recipe, scale
 from .models import MODELS, SMOKE_KWARGS, count_params
 from .models.dyntransnet import DYNTRANSNET_ABLATION
 from .cache import load_manifest, load_case_table, open_case, case_meta, ensure_cache
-from .data import case_table, limit_cases, patient_split, without_cases, LeakageError
+from .split import case_table, compare_folds, check_fold
 from .train import train
 from .modelfile import read_contract
 from .inference import as_model, predict_volume, write_ensemble, mask_name
 from .postprocess import apply_postprocess, post_config, NO_POST, choose_postprocess, scored_classes
 from .evaluate import evaluate_folder, summarize, write_csv, paired_test, bootstrap_ci, read_labels, label_files, case_id, CLASSES
-from .plots import COLORS, save_figure
+from .core import COLORS
+from .plots import save_figure
 from .report import write_report
 
 # %% auto #0
-__all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'MIN_PAIRED', 'check_fold', 'compare_folds', 'heldout_files', 'System',
-           'systems_for', 'Job', 'fold_dir', 'fold_config', 'fold_result', 'run_fold', 'system_result', 'holm',
-           'pairwise_table', 'table_markdown', 'pairwise_markdown', 'plot_compare', 'compare', 'lits_compare_main',
-           'lits_compare']
-
-# %% ../nbs/33_compare.ipynb #30c8d260
-def check_fold(f:dict):
-    "Raise a `LeakageError` if a case of fold `f` is in two of its groups (training, validation, test)"
-    for a,b in (('train', 'valid'), ('train', 'test'), ('valid', 'test')):
-        both = sorted(set(map(str, f[a])) & set(map(str, f[b])), key=case_sort_key)
-        if both: raise LeakageError(f"fold {f['fold']}: cases in both {a} and {b}: {both[:10]}")
-    if not (f['train'] and f['valid'] and f['test']): raise LitsError(f"fold {f['fold']}: an empty group ({len(f['train'])} training, "
-                                                                      f"{len(f['valid'])} validation, {len(f['test'])} test cases)")
-
-def _fold(tbl, k, test, valid_cases, valid_pct, seed) -> dict:
-    rest = without_cases(tbl, test, valid_cases)
-    if len(rest)<2: raise LitsError(f"fold {k}: {len(rest)} case(s) left beside the {len(test)} test case(s); training and validation need 2")
-    tr,va = patient_split(rest, valid_pct=valid_pct, valid_cases=valid_cases, seed=seed)
-    f = dict(fold=k, train=tr, valid=va, test=sorted(map(str, test), key=case_sort_key))
-    check_fold(f)
-    return f
-
-def compare_folds(cache, # a prepared cache
-                  n_folds:int|None=None, # K-fold cross-validation by patient (None: one held-out test group)
-                  test_cases=None, # explicit test case ids (one fold)
-                  valid_cases=None, # explicit validation case ids (one fold)
-                  test_pct:float=0.2, # share of cases held out for testing (one fold)
-                  valid_pct:float=0.2, # share of the remaining cases for validation
-                  max_cases:int|None=None, # use at most this many cases (the named ones always kept)
-                  seed:int=42, # split seed (the training seed too)
-                 )->list: # one dict per fold: fold, train, valid, test (sorted lists of case ids)
-    "The folds of a comparison: three disjoint patient groups each, every case tested once across the folds"
-    tbl = case_table(load_manifest(cache))
-    if n_folds:
-        if test_cases or valid_cases: raise LitsError('cross-validation tests every case once: give folds, or test and validation cases, not both')
-        tbl = limit_cases(tbl, max_cases, None, seed)
-        if not 2<=n_folds<=len(tbl): raise LitsError(f"{n_folds} folds of {len(tbl)} cases: use 2 to {len(tbl)} folds")
-        return [_fold(tbl, k, patient_split(tbl, fold=k, n_folds=n_folds, seed=seed)[1], None, valid_pct, seed) for k in range(n_folds)]
-    keep = [str(o) for o in (test_cases or [])] + [str(o) for o in (valid_cases or [])]
-    tbl = limit_cases(tbl, max_cases, keep or None, seed)
-    if len(tbl)<3: raise LitsError(f"{len(tbl)} case(s): a comparison needs 3 or more (training, validation and test)")
-    test = [str(o) for o in test_cases] if test_cases else patient_split(tbl, valid_pct=test_pct, seed=seed)[1]
-    return [_fold(tbl, 0, test, [str(o) for o in valid_cases] if valid_cases else None, valid_pct, seed)]
+__all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'MIN_PAIRED', 'heldout_files', 'System', 'systems_for', 'Job',
+           'fold_dir', 'fold_config', 'fold_result', 'run_fold', 'system_result', 'holm', 'pairwise_table',
+           'table_markdown', 'pairwise_markdown', 'plot_compare', 'compare', 'lits_compare_main', 'lits_compare']
 
 # %% ../nbs/33_compare.ipynb #d2a1108e
 def _link_or_copy(src:Path, dst:Path):

@@ -26,14 +26,20 @@ from fastai.torch_core import show_image
 from .discover import case_sort_key
 from .transforms import TensorSlice, CTNorm, intensity_from_config, freqhist_bins
 from .cache import load_manifest, open_case, check_resolution, foreground_sample
+from .split import (case_key, LeakageError, LeakageWarning, check_split, case_table, patient_split, case_splitter,
+                               slice_splitter, sorted_cases, resolve_split, without_cases, limit_cases, split_cases, split_kwargs)
 
 # %% auto #0
-__all__ = ['MASK_COLORS', 'case_key', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'LeakageError', 'LeakageWarning',
-           'check_split', 'case_table', 'patient_split', 'context_index', 'as_hw', 'resize_chw', 'slice_input',
+__all__ = ['MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'context_index', 'as_hw', 'resize_chw', 'slice_input',
            'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'AlbumentationsTransform', 'LitsTypes',
            'slice_augs', 'fit_hist_bins', 'fit_intensity', 'SliceRef', 'plane_shape', 'SliceGetter', 'MaskGetter',
-           'PlanCrop', 'case_splitter', 'resolve_split', 'segmentation_datablock', 'slice_datablock', 'without_cases',
-           'limit_cases', 'split_cases', 'split_kwargs', 'slice_dls', 'block_dataloaders']
+           'PlanCrop', 'segmentation_datablock', 'slice_datablock', 'slice_dls', 'block_dataloaders', 'case_key',
+           'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'patient_split', 'case_splitter',
+           'resolve_split', 'without_cases', 'limit_cases', 'split_cases', 'split_kwargs']
+
+# %% ../nbs/05_data.ipynb #c76e2fa7
+_all_ = ['case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'patient_split', 'case_splitter',
+         'resolve_split', 'without_cases', 'limit_cases', 'split_cases', 'split_kwargs']   # their home is `split`
 
 # %% ../nbs/05_data.ipynb #d9823574
 MASK_COLORS = {1: COLORS['liver'], 2: COLORS['tumor']}  # label value -> RGB: liver green, tumour red (`core.COLORS`)
@@ -54,81 +60,6 @@ class TensorLitsMask(TensorMask):
         if m.ndim==3 and m.shape[0]==1 and m.is_floating_point(): m = (m[0]>0).long()
         elif m.ndim==3 and m.is_floating_point(): m = m.argmax(0)
         return show_image(mask_overlay(m.squeeze().numpy(), alpha), ctx=ctx, **{k:v for k,v in kwargs.items() if k in ('title','figsize')})
-
-# %% ../nbs/05_data.ipynb #86137545
-class LeakageError(LitsError, ValueError):
-    "A split that puts slices of one case in training and validation"
-
-class LeakageWarning(UserWarning):
-    "A slice-level split: validation slices have neighbours of the same patient in training"
-
-case_key = case_sort_key   # numeric case ids numerically, then the others alphabetically (`discover.case_sort_key`)
-
-def check_split(train_cases, valid_cases):
-    "Raise `LeakageError` if a case is on both sides of the split"
-    both = sorted(set(map(str, train_cases)) & set(map(str, valid_cases)), key=case_key)
-    if both: raise LeakageError(f"cases on both sides of the split: {both[:10]}{' ...' if len(both)>10 else ''}; "
-                                "a patient's slices must be in training or in validation, not both")
-
-def case_table(cases) -> pd.DataFrame:
-    "One row per case with its tumour `burden`, from a case table, a slice manifest or a list of case ids"
-    if isinstance(cases, pd.DataFrame):
-        df = cases.assign(case=cases['case'].astype(str))
-        if 'slice' in df.columns:
-            df = df.groupby('case', sort=False)[['liver_px', 'tumor_px']].sum().reset_index().rename(columns={'liver_px': 'liver_vox', 'tumor_px': 'tumor_vox'})
-    else: df = pd.DataFrame({'case': [str(c) for c in cases]})
-    dup = df['case'][df['case'].duplicated()].tolist()
-    if dup: raise ValueError(f"duplicate case ids: {dup[:10]}")
-    if {'liver_vox', 'tumor_vox'} <= set(df.columns):
-        tot = (df['liver_vox'] + df['tumor_vox']).to_numpy(float)
-        df['burden'] = np.where(tot>0, df['tumor_vox'].to_numpy(float) / np.where(tot>0, tot, 1), 0.)
-    else: df['burden'] = 0.
-    return df.iloc[sorted(range(len(df)), key=lambda i: case_key(df['case'].iloc[i]))].reset_index(drop=True)
-
-def _spread(order, m, rng):
-    "`m` positions of `order`, one drawn from each of `m` equal stretches (systematic sampling)"
-    n = len(order)
-    bounds = [i*n//m for i in range(m+1)]   # m disjoint, non-empty stretches when m <= n
-    return [order[lo + int(rng.random()*(hi-lo))] for lo,hi in zip(bounds[:-1], bounds[1:])]
-
-def _sorted(cs): return sorted(map(str, cs), key=case_key)
-
-def patient_split(cases_df, # case table (cases.csv), slice manifest, or a list of case ids
-                  valid_pct:float|None=0.2, # fraction of cases for validation (when neither `valid_cases` nor `fold`)
-                  valid_cases=None, # explicit validation case ids
-                  fold:int|None=None, # validation fold, 0 <= fold < n_folds
-                  n_folds:int|None=None, # number of folds (default 5 when `fold` is given)
-                  seed:int=42, # random seed
-                  stratify:bool=True, # spread the validation cases over the tumour burden
-                  train_cases=None, # explicit training case ids (default: every case not in validation)
-                 )->tuple: # (train_cases, valid_cases), sorted lists of str
-    "Split the cases of `cases_df` into training and validation cases, never one case on both sides"
-    tbl = case_table(cases_df)
-    ids = tbl['case'].tolist(); n = len(ids)
-    if n < 2: raise ValueError(f"a split needs at least 2 cases, got {n}")
-    rng = np.random.default_rng(seed)
-    order = [ids[i] for i in (np.lexsort((rng.random(n), tbl['burden'].to_numpy())) if stratify else rng.permutation(n))]
-    if valid_cases is not None:
-        if fold is not None: raise ValueError('give either valid_cases or fold, not both')
-        valid = _sorted(valid_cases)
-        unknown = [c for c in valid if c not in set(ids)]
-        if unknown: raise ValueError(f"validation cases not in the data: {unknown[:10]}")
-    elif fold is not None:
-        n_folds = n_folds or 5
-        if not 2 <= n_folds <= n: raise ValueError(f"n_folds must be between 2 and the number of cases ({n}), got {n_folds}")
-        if not 0 <= fold < n_folds: raise ValueError(f"fold must be in 0..{n_folds-1}, got {fold}")
-        if stratify: folds = np.concatenate([rng.permutation(n_folds)[:len(order[i:i+n_folds])] for i in range(0, n, n_folds)])
-        else: folds = np.arange(n) % n_folds
-        valid = [c for c,f in zip(order, folds) if f==fold]
-    else:
-        pct = 0.2 if valid_pct is None else valid_pct
-        if not 0 < pct < 1: raise ValueError(f"valid_pct must be between 0 and 1, got {pct}")
-        m = int(min(n-1, max(1, round(n*pct))))
-        valid = _spread(order, m, rng) if stratify else order[:m]
-    train = [c for c in ids if c not in set(valid)] if train_cases is None else _sorted(train_cases)
-    check_split(train, valid)
-    if not train or not valid: raise ValueError(f"empty split: {len(train)} training and {len(valid)} validation cases")
-    return _sorted(train), _sorted(valid)
 
 # %% ../nbs/05_data.ipynb #660c7dd8
 def context_index(z:int, # slice index
@@ -376,41 +307,6 @@ class PlanCrop(RandTransform):
     def encodes(self, x:TensorSlice): return _crop_pad(x, self.y0, self.x0, *self.size, float(x.min()) if x.numel() else 0.)
     def encodes(self, x:TensorMask): return _crop_pad(x, self.y0, self.x0, *self.size, 0)
 
-def case_splitter(valid_cases):
-    "A splitter sending the items (`SliceRef`s) of `valid_cases` to validation, the others to training"
-    valid = set(map(str, valid_cases))
-    def _inner(items): 
-        v = np.array([o.case in valid for o in items], bool)
-        return np.where(~v)[0].tolist(), np.where(v)[0].tolist()
-    return _inner
-
-def _slice_splitter(valid_pct, seed):
-    def _inner(items):
-        idx = np.random.default_rng(seed).permutation(len(items)); m = int(round(len(items)*valid_pct))
-        return sorted(idx[m:].tolist()), sorted(idx[:m].tolist())
-    return _inner
-
-def resolve_split(cases, # every case id of the data
-                  valid_cases=None, # validation case ids
-                  train_cases=None, # training case ids (default: the other cases)
-                  slice_split:bool=False, # random slice split instead (warns)
-                 )->tuple: # (train_cases, valid_cases)
-    "Check a patient-level split of `cases`, or set up a slice-level one with a `LeakageWarning`"
-    if slice_split:
-        if valid_cases is not None: raise ValueError('slice_split splits slices at random: do not give valid_cases')
-        warnings.warn('slice_split=True: validation slices have neighbouring slices of the same patients in training, '
-                      'so validation scores are optimistic (patient leakage). Use a patient-level split to compare models.',
-                      LeakageWarning, stacklevel=3)
-        train_cases = valid_cases = _sorted(train_cases if train_cases is not None else cases)
-    else:
-        if valid_cases is None: raise ValueError('a patient-level split needs valid_cases (see patient_split), or slice_split=True')
-        valid_cases = _sorted(valid_cases)
-        train_cases = _sorted([c for c in cases if c not in set(valid_cases)] if train_cases is None else train_cases)
-        check_split(train_cases, valid_cases)
-    missing = sorted(set(train_cases + valid_cases) - set(map(str, cases)), key=case_key)
-    if missing: raise ValueError(f"cases not in the data: {missing[:10]}")
-    return train_cases, valid_cases
-
 def segmentation_datablock(slices:pd.DataFrame, # the selected slices: columns case, slice (liver_px, tumor_px for 'balanced')
                            get_x, # `SliceRef` -> `TensorSlice`
                            get_y, # `SliceRef` -> `TensorLitsMask`
@@ -429,7 +325,7 @@ def segmentation_datablock(slices:pd.DataFrame, # the selected slices: columns c
     ak = dict(aug_kwargs or {})
     item_tfms,batch_tfms = slice_augs(aug, **({'seed': ak.pop('seed', None)} if aug in ('hybrid', 'auto') else {}), **ak)
     item_tfms = list(pre_tfms or []) + item_tfms
-    splitter = _slice_splitter(valid_pct, seed) if slice_split else case_splitter(valid_cases)
+    splitter = slice_splitter(valid_pct, seed) if slice_split else case_splitter(valid_cases)
     dblock = DataBlock(blocks=(TransformBlock(), TransformBlock(item_tfms=AddMaskCodes(codes=CODES))),
                        get_items=lambda _: items, get_x=get_x, get_y=get_y, splitter=splitter,
                        item_tfms=item_tfms, batch_tfms=batch_tfms, n_inp=1)
@@ -477,60 +373,6 @@ def _auto_range(cfg) -> dict:
     return {'lo': lo, 'hi': hi, 'noise_std': 0.1**.5 / (hi-lo)}
 
 # %% ../nbs/05_data.ipynb #d4a2300b
-def without_cases(tbl:pd.DataFrame, # case table (`case_table`)
-                  test_cases, # case ids to leave out (a test set); None: none
-                  valid_cases=None, # validation case ids, which must not be among `test_cases`
-                 )->pd.DataFrame:
-    "`tbl` without the held-out `test_cases`; a validation case among them is a `LeakageError`"
-    if not test_cases: return tbl
-    test = set(map(str, test_cases))
-    both = sorted(test & set(map(str, valid_cases or [])), key=case_key)
-    if both: raise LeakageError(f"cases both held out for testing and used for validation: {both[:10]}")
-    unknown = sorted(test - set(tbl['case']), key=case_key)
-    if unknown: raise ValueError(f"test cases not in the data: {unknown[:10]}")
-    return tbl[~tbl['case'].isin(test)].reset_index(drop=True)
-
-def limit_cases(tbl:pd.DataFrame, # case table (`case_table`), with a `burden` column
-                max_cases:int|None, # keep at most this many cases (None: all)
-                valid_cases, # validation case ids, always kept
-                seed:int, # seed of the choice
-               )->pd.DataFrame:
-    "At most `max_cases` cases of `tbl` (keeping `valid_cases`), spread over the tumour burden"
-    if max_cases is None or max_cases >= len(tbl): return tbl
-    keep = set(map(str, valid_cases or []))
-    rest = tbl[~tbl['case'].isin(keep)]
-    m = max(1, max_cases - len(keep))
-    rng = np.random.default_rng(seed)
-    order = rest['case'].to_numpy()[np.lexsort((rng.random(len(rest)), rest['burden'].to_numpy()))]
-    keep |= set(_spread(list(order), min(m, len(order)), rng))
-    return tbl[tbl['case'].isin(keep)].reset_index(drop=True)
-
-def split_cases(source, # a prepared cache, or a case table, slice manifest or list of case ids (as `case_table` reads)
-                valid_pct:float|None=None, # fraction of cases for validation (default 0.2)
-                valid_cases=None, # explicit validation case ids
-                fold:int|None=None, # validation fold (0-based) of `n_folds`
-                n_folds:int|None=None, # number of folds
-                stratify:bool=True, # spread validation cases over the tumour burden
-                max_cases:int|None=None, # use at most this many cases
-                seed:int=42, # seed of the split, the case subset and the factories' sampling
-                test_cases=None, # case ids held out of the run entirely: never trained on, validated on or used to fit intensities
-                slice_split:bool=False, # split slices at random instead (leaks patients; the LT-Net paper only): every case on the training side here
-               )->tuple: # (training case ids, validation case ids or None)
-    "The patient-level split every DataLoaders factory makes (`slice_dls`, `png_dls`, `volume_dls`), for code that needs it first (e.g. a plan fitted on the training cases)"
-    tbl = case_table(load_manifest(source) if isinstance(source, (str, os.PathLike)) else source)
-    tbl = limit_cases(without_cases(tbl, test_cases, valid_cases), max_cases, valid_cases, seed)
-    if slice_split: return tbl['case'].tolist(), None
-    return patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
-
-def split_kwargs(kwargs:dict, # the split arguments a DataLoaders factory was given (its `**kwargs`)
-                 but=(), # `split_cases` parameters the factory does not take
-                )->dict: # every split argument, `split_cases`'s defaults filled in
-    "The split of a DataLoaders factory as `split_cases` arguments, with its defaults; a name it does not take is a `TypeError`"
-    ps = {k:p.default for k,p in inspect.signature(split_cases).parameters.items() if p.default is not p.empty and k not in but}
-    bad = sorted(set(kwargs) - set(ps))
-    if bad: raise TypeError(f"unexpected argument{'s'*(len(bad)>1)} {', '.join(bad)}; the split takes {', '.join(ps)}")
-    return {**ps, **kwargs}
-
 @delegates(split_cases)
 def slice_dls(cache, # a prepared slice cache
               size=128, # slice size: int or (h, w)
@@ -552,7 +394,7 @@ def slice_dls(cache, # a prepared slice cache
     dblock = slice_datablock(cache, valid_cases=va, train_cases=tr, size=size, intensity=intensity, context=context, select=select,
                              aug=aug, aug_kwargs=aug_kwargs, slice_split=sp['slice_split'], valid_pct=sp['valid_pct'] or 0.2,
                              seed=sp['seed'], spacing=spacing, fg_share=fg_share)
-    dblock.lits['test_cases'] = _sorted(sp['test_cases'] or [])
+    dblock.lits['test_cases'] = sorted_cases(sp['test_cases'] or [])
     return block_dataloaders(dblock, cache, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))
 
 def block_dataloaders(dblock, # from `slice_datablock` or `segmentation_datablock`

@@ -29,7 +29,8 @@ __all__ = ['show_volume', 'TensorVolume', 'TensorMask3D', 'resample_volume', 'Ca
 from .transforms import intensity_from_config
 from .cache import open_case, load_manifest, check_resolution
 from .core import COLORS, region_mask
-from .data import split_cases, split_kwargs, fit_intensity, case_key, CODES
+from .split import split_cases, split_kwargs, case_key
+from .data import fit_intensity, CODES
 
 # %% ../nbs/07_data3d.ipynb #f30da3e8
 def _fg_centre(m):

@@ -12,8 +12,8 @@ from fastcore.meta import delegates
 from .core import region_mask
 
 # %% auto #0
-__all__ = ['FG_LABEL', 'LOSSES', 'check_target', 'task_mask', 'plain_tensor', 'SegLoss', 'CELoss', 'FocalLoss', 'DiceLoss',
-           'FocalTverskyLoss', 'CompoundLoss', 'HybridLoss', 'BCEDiceLoss', 'AdvancedComboLoss', 'get_loss']
+__all__ = ['FG_LABEL', 'LOSSES', 'check_target', 'task_mask', 'plain_tensor', 'match_target', 'SegLoss', 'CELoss', 'FocalLoss',
+           'DiceLoss', 'FocalTverskyLoss', 'CompoundLoss', 'HybridLoss', 'BCEDiceLoss', 'AdvancedComboLoss', 'get_loss']
 
 # %% ../nbs/20_losses.ipynb #cf3c3bba
 FG_LABEL = {'liver': 1, 'tumor': 2}
@@ -38,6 +38,15 @@ def plain_tensor(t):
     "`t` as a plain `torch.Tensor` (fastai's typed tensors dispatch every operation; losses and metrics need none of it)"
     return t.as_subclass(Tensor) if isinstance(t, Tensor) and type(t) is not Tensor else t
 
+def match_target(pred:Tensor, # logits (B,C,...)
+                 targ:Tensor, # label maps (B,...) or (B,1,...)
+                )->Tensor: # `targ` as (B,...)
+    "The label maps `targ` shaped like the logits `pred` without their channels, or a `ValueError` saying both shapes"
+    if targ.ndim==pred.ndim and targ.shape[1]==1: targ = targ[:, 0]
+    want = pred.shape[:1] + pred.shape[2:]
+    if targ.shape!=want: raise ValueError(f"target of shape {tuple(targ.shape)} does not match logits of shape {tuple(pred.shape)}: expected {tuple(want)}")
+    return targ
+
 def _reduce(px:Tensor, # per-pixel (or per-voxel) loss (B, ...)
             reduction:str # 'mean': over everything; 'none': one value per item
            ) -> Tensor:
@@ -59,9 +68,7 @@ class SegLoss(nn.Module):
         "Float32 logits `(B,C,...)` and int64 targets `(B,...)` of the task"
         x,y = plain_tensor(pred).float(),plain_tensor(targ)
         if x.ndim<3: raise ValueError(f"expected logits (B, C, ...) with spatial dimensions, got shape {tuple(x.shape)}")
-        if y.ndim==x.ndim and y.shape[1]==1: y = y[:, 0]
-        want = x.shape[:1] + x.shape[2:]
-        if y.shape!=want: raise ValueError(f"target of shape {tuple(y.shape)} does not match logits of shape {tuple(x.shape)}: expected {tuple(want)}")
+        y = match_target(x, y)
         c = x.shape[1]
         if self.target is not None:
             if c>2: raise ValueError(f"a binary {self.target!r} loss needs 1 (sigmoid) or 2 (softmax) output channels, got {c}")

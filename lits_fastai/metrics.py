@@ -9,14 +9,14 @@ import torch
 from torch import Tensor
 from fastai.learner import Metric
 from . import core
-from .losses import check_target, task_mask, plain_tensor
+from .losses import check_target, task_mask, plain_tensor, match_target
 
 # %% auto #0
-__all__ = ['LITS_METRICS', 'region_mask', 'seg_labels', 'LitsMetric', 'RegionScore', 'LiverDice', 'TumorDice', 'LiverIoU',
+__all__ = ['LITS_METRICS', 'label_region', 'seg_labels', 'LitsMetric', 'RegionScore', 'LiverDice', 'TumorDice', 'LiverIoU',
            'TumorIoU', 'PixelAcc', 'ForegroundAcc', 'PSNR', 'lits_metrics']
 
 # %% ../nbs/21_metrics.ipynb #5b5e031b
-def region_mask(lab:Tensor, # label map (0 background, 1 liver, 2 tumour)
+def label_region(lab:Tensor, # label map (0 background, 1 liver, 2 tumour)
                 region:str # 'liver' (label>=1) or 'tumor' (label==2)
                ) -> Tensor: # boolean mask
     "The LiTS region `region` of a label map"
@@ -31,9 +31,7 @@ def seg_labels(pred:Tensor, # logits (B,C,...)
               ) -> tuple: # (predicted labels, true labels, task or None)
     "Predicted and true label maps `(B,...)` as int64: class indices for softmax models, the task's 0/1 masks for binary ones"
     pred,targ = plain_tensor(pred).detach(),plain_tensor(targ).detach()
-    if targ.ndim==pred.ndim and targ.shape[1]==1: targ = targ[:, 0]
-    want = pred.shape[:1] + pred.shape[2:]
-    if targ.shape!=want: raise ValueError(f"target of shape {tuple(targ.shape)} does not match logits of shape {tuple(pred.shape)}: expected {tuple(want)}")
+    targ = match_target(pred, targ)
     c = pred.shape[1]
     if c>2: return pred.argmax(1),targ.long(),None
     task = check_target(binary_target)
@@ -75,7 +73,7 @@ class RegionScore(LitsMetric):
         super().__init__(binary_target, thresh)
     def reset(self): self.sums,self.mismatch = {},False
     def count(self, p, t, task, n_classes):
-        if task is None: p,t = region_mask(p, self.region),region_mask(t, self.region)
+        if task is None: p,t = label_region(p, self.region),label_region(t, self.region)
         elif task!=self.region: self.mismatch = True; return   # a liver model has no tumour score, and vice versa
         else: p,t = p.bool(),t.bool()
         self.add(inter=(p&t).sum(), pred=p.sum(), targ=t.sum())

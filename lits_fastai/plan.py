@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from fastcore.script import call_parse
 from .cache import load_manifest, load_fingerprint, foreground_sample, stored_spacing, ensure_cache
-from .data import split_cases
+from .split import split_cases
 from .models import build_model
 from .transforms import CTNorm
 from .recipes import Recipe, get_recipe

@@ -15,11 +15,9 @@ from .evaluate import confusion_matrix, confusion_total, CONFUSION_COLS
 # %% auto #0
 __all__ = ['show_overlay', 'error_masks', 'show_error_map', 'plot_confusion', 'read_history', 'metric_panels',
            'plot_training_curves', 'plot_case_dice', 'plot_prediction', 'informative_slices', 'show_case',
-           'save_figure', 'write_pictures', 'CODES', 'COLORS', 'confusion_matrix']
+           'save_figure', 'write_pictures']
 
 # %% ../nbs/32_plots.ipynb #48a4a4d6
-_all_ = ['CODES', 'COLORS', 'confusion_matrix']   # the package's class names and colours (`core`) and the confusion counts (`evaluate`), here too
-
 def _np(x) -> np.ndarray:
     "`x` as a numpy array (tensors are detached and moved to the CPU)"
     if hasattr(x, 'detach'): x = x.detach().cpu()

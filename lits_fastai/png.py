@@ -17,8 +17,9 @@ from fastcore.meta import delegates
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
 from .discover import case_sort_key
-from .data import (CODES, SliceRef, TensorLitsMask, context_index, resize_chw, split_cases, split_kwargs,
-                              resolve_split, select_slices, segmentation_datablock, block_dataloaders)
+from .split import split_cases, split_kwargs, resolve_split
+from .data import (CODES, SliceRef, TensorLitsMask, context_index, resize_chw, select_slices, segmentation_datablock,
+                              block_dataloaders)
 
 # %% auto #0
 __all__ = ['PNG_PATTERN', 'PNG_INTENSITY', 'parse_slice_name', 'read_png', 'png_label', 'png_table', 'PngSliceGetter',

@@ -11,7 +11,8 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import lits_fastai
 from .core import LitsError, BadInputError, load_nifti, geometry, read_canonical, to_slices, atomic_path, axial_slice
-from .plots import COLORS, show_overlay, show_error_map, read_history, metric_panels
+from .core import COLORS
+from .plots import show_overlay, show_error_map, read_history, metric_panels
 from .discover import case_sort_key
 from .evaluate import label_files
 

@@ -17,7 +17,8 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
 from .recipes import Recipe, get_recipe, scale
 from .cache import prepare_cache, open_case, load_manifest, ensure_cache, is_cache, default_cache
-from .data import slice_dls, split_cases
+from .data import slice_dls
+from .split import split_cases
 from .data3d import volume_dls
 from .modelfile import save_model_file, model_contract
 from .learner import build_learner, resume_from, trim_history, EpochCheckpoint
