@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from fastcore.script import call_parse
 from fastai.torch_core import rank_distrib, distrib_barrier
+from .split import Split
 from .plan import parse_budget
 from .evaluate import (LITS_CONNECTIVITY, evaluate_folder, summary_path, write_csv, paired_test, surface_rule)
 from .plots import write_pictures
@@ -58,9 +59,9 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                                  cache=cache, model_kwargs={arch: mk} if mk else None, prog='lits-train')
         return
     with cli_errors('lits-train', out=out or 'runs', catch=(KeyError, OSError)):
-        learn, fn = train(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, max_cases=max_cases,
-                          valid_cases=parse_cases(valid_cases), valid_pct=valid_pct, test_cases=parse_cases(test_cases),
-                          pretrained=pre, out=out, resume=resume, seed=seed, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
+        sp = Split(valid_pct=valid_pct, valid_cases=parse_cases(valid_cases), max_cases=max_cases, seed=seed, test_cases=parse_cases(test_cases))
+        learn, fn = train(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, split=sp,
+                          pretrained=pre, out=out, resume=resume, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
     if rank_distrib()==0: print(f"model file: {fn}")
     if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
 

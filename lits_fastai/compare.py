@@ -378,6 +378,67 @@ def plot_compare(table:pd.DataFrame, # from `compare`
     return fig
 
 # %% ../nbs/33_compare.ipynb #75e62fdd
+def _run_systems(systems, todo, job) -> list:
+    "Train, segment and score every system on the folds `todo`, saying how each went; returns the failures as (system, message)"
+    failed = []
+    for i,s in enumerate(systems):
+        for f in todo:
+            tag = f"[{i+1}/{len(systems)}] {s.name} fold {f['fold']}"
+            if not fold_result(job, s, f): print(f"{tag}: training and scoring ...", flush=True)
+            try: r,skipped = run_fold(s, f, job, log=lambda m: print(m, flush=True))
+            except (LitsError, KeyError, ValueError, RuntimeError, OSError) as e:
+                msg = (e.args[0] if isinstance(e, KeyError) and e.args else str(e)).splitlines()[0] if str(e) else type(e).__name__
+                print(f"{tag}: failed: {msg}", file=sys.stderr, flush=True)
+                failed.append((s.name, msg)); break
+            dice = pd.read_csv(fold_dir(job, s, f['fold'])/r['metrics'], dtype={'case': str}).groupby('cls')['dice'].mean()
+            print(f"{tag}: {'skipped, finished already' if skipped else 'done'}: test " +
+                  ', '.join(f"{'tumour' if c=='tumor' else c} Dice {dice[c]:.3f}" for c in scored_classes(r['target'])) +
+                  f"; post-processing {', '.join(k for k,v in r['postprocess'].items() if v) or 'none'}", flush=True)
+    return failed
+
+def _title_notes(table, fl, job, ablation, missing, max_cases) -> tuple:
+    "The title and the notes of a comparison's table and report"
+    k, n_cases, seed = len(fl), int(table['n_cases'].max()), job.seed
+    title = (f"Ablation of {ablation}" if ablation else 'Side-by-side comparison') + \
+            (f", {k}-fold cross-validation ({n_cases} cases, out of fold)" if k>1 else f" on {n_cases} test case{'s' if n_cases>1 else ''}")
+    notes = ([f"Folds (patient-level, seed {seed}, stratified by tumour burden): " + '; '.join(f"fold {f['fold']} tests {', '.join(f['test'])}" for f in fl) + '.']
+             if k>1 else [f"Split (patient-level, seed {seed}): training cases {', '.join(fl[0]['train'])}; validation cases "
+                          f"{', '.join(fl[0]['valid'])}; test cases {', '.join(fl[0]['test'])}."]) + \
+            [f"Checkpoint, learning-rate plateau and post-processing chosen on validation cases only; test cases scored once.",
+             f"Recipes scaled to: epochs {job.epochs or 'recipe'}, size {job.size or 'recipe'}, batch {job.bs or 'recipe'}, "
+             f"max cases {max_cases or 'all'}{'; CPU-sized models (SMOKE_KWARGS)' if job.light else ''}.",
+             f"Dice: mean over cases [bootstrap 95% CI], global, and SD of the per-fold means; HD95, ASSD: means over cases where "
+             f"defined, surfaces with {'the LiTS scorer' + chr(39) + 's 18-neighbourhood (connectivity 2)' if job.connectivity==2 else f'connectivity {job.connectivity}'}; "
+             "–: class not predicted by the system."]
+    if missing: notes.append('Not finished: ' + '; '.join(f"{n} fold(s) {', '.join(map(str, ks))}" for n,ks in missing.items()) + '.')
+    if ablation: notes.append(f"paper Dice: {PAPER_METRIC[ablation]}, as the paper reports it on its own test data.")
+    return title, notes
+
+def _write_results(table, pw, results, systems, fl, job, cases, out:Path, ablation, max_cases) -> dict:
+    "Write a comparison's tables (CSV, markdown), plot and report; returns the files by kind"
+    stem = f"ablation_{ablation}" if ablation else 'compare'
+    title, notes = _title_notes(table, fl, job, ablation, {n: res['missing'] for n,res in results.items() if res['missing']}, max_cases)
+    per_case = {n: res['per_case'] for n,res in results.items()}
+    files = {}
+    files['csv'] = write_csv(table, out/f"{stem}.csv", index=False)
+    md = table_markdown(table, title, notes)
+    if pw is not None:
+        files['pairwise_csv'] = write_csv(pw, out/f"{stem}_pairwise.csv", index=False)
+        md += '\n' + pairwise_markdown(pw)
+    with atomic_path(out/f"{stem}.md") as tmp: Path(tmp).write_text(md)
+    files['md'] = out/f"{stem}.md"
+    files['png'] = save_figure(plot_compare(table, pw, title), out/f"{stem}.png", close=True)
+    by = {s.name: s for s in systems}
+    hist = {n: [p for k in sorted(res['per_case']['fold'].unique()) if (p := fold_dir(job, by[n], k)/'run'/'history.csv').exists()]
+            for n,res in results.items()}
+    files['html'] = write_report(out/('report.html' if not ablation else f"{stem}_report.html"), table, per_case, pw, volumes=cases[0],
+                                 histories=hist, split=out/'split.json', title=title, notes=notes,
+                                 recipes={n: fold_config(job, by[n], fl[0])[0]['recipe'] for n in results})
+    print(f"wrote {', '.join(str(o) for o in files.values())}", flush=True)
+    ens = [str(res['ensemble']) for res in results.values() if res['ensemble']]
+    if ens: print(f"ensembles for lits-predict: {', '.join(ens)}", flush=True)
+    return files
+
 def compare(data, # raw LiTS-style folder or a prepared cache
             archs=None, # architectures (list or comma-separated); default `DEFAULT_ARCHS`
             ablation:str|None=None, # 'cafct', 'dyntransnet' or 'dyntransnet2d': that model's ablation instead of `archs`
@@ -417,20 +478,7 @@ def compare(data, # raw LiTS-style folder or a prepared cache
     for f in fl: print(f"fold {f['fold']}: {len(f['train'])} training, {len(f['valid'])} validation cases ({', '.join(f['valid'])}), "
                        f"{len(f['test'])} test cases ({', '.join(f['test'])})", flush=True)
     print(f"{len(systems)} system(s) x {len(todo)} fold(s) -> {out}", flush=True)
-    failed = []
-    for i,s in enumerate(systems):
-        for f in todo:
-            tag = f"[{i+1}/{len(systems)}] {s.name} fold {f['fold']}"
-            if not fold_result(job, s, f): print(f"{tag}: training and scoring ...", flush=True)
-            try: r,skipped = run_fold(s, f, job, log=lambda m: print(m, flush=True))
-            except (LitsError, KeyError, ValueError, RuntimeError, OSError) as e:
-                msg = (e.args[0] if isinstance(e, KeyError) and e.args else str(e)).splitlines()[0] if str(e) else type(e).__name__
-                print(f"{tag}: failed: {msg}", file=sys.stderr, flush=True)
-                failed.append((s.name, msg)); break
-            dice = pd.read_csv(fold_dir(job, s, f['fold'])/r['metrics'], dtype={'case': str}).groupby('cls')['dice'].mean()
-            print(f"{tag}: {'skipped, finished already' if skipped else 'done'}: test " +
-                  ', '.join(f"{'tumour' if c=='tumor' else c} Dice {dice[c]:.3f}" for c in scored_classes(r['target'])) +
-                  f"; post-processing {', '.join(k for k,v in r['postprocess'].items() if v) or 'none'}", flush=True)
+    failed = _run_systems(systems, todo, job)
     results = {s.name: res for s in systems if (res := system_result(s, fl, job))}
     rows = [res['row'] for res in results.values()]
     missing = {n: res['missing'] for n,res in results.items() if res['missing']}
@@ -440,41 +488,7 @@ def compare(data, # raw LiTS-style folder or a prepared cache
     per_case = {n: res['per_case'] for n,res in results.items()}
     full = next((s.name for s in systems if ablation and not s.model_kwargs), None)     # an ablation's rows against its full model
     pw = pairwise_table(per_case, n_boot=n_boot, reference=full if full in per_case else None) if len(per_case)>1 else None
-    stem = f"ablation_{ablation}" if ablation else 'compare'
-    files = {}
-    if len(table):
-        k = len(fl)
-        n_cases = int(table['n_cases'].max())
-        title = (f"Ablation of {ablation}" if ablation else 'Side-by-side comparison') + \
-                (f", {k}-fold cross-validation ({n_cases} cases, out of fold)" if k>1 else f" on {n_cases} test case{'s' if n_cases>1 else ''}")
-        notes = ([f"Folds (patient-level, seed {seed}, stratified by tumour burden): " + '; '.join(f"fold {f['fold']} tests {', '.join(f['test'])}" for f in fl) + '.']
-                 if k>1 else [f"Split (patient-level, seed {seed}): training cases {', '.join(fl[0]['train'])}; validation cases "
-                              f"{', '.join(fl[0]['valid'])}; test cases {', '.join(fl[0]['test'])}."]) + \
-                [f"Checkpoint, learning-rate plateau and post-processing chosen on validation cases only; test cases scored once.",
-                 f"Recipes scaled to: epochs {epochs or 'recipe'}, size {size or 'recipe'}, batch {bs or 'recipe'}, "
-                 f"max cases {max_cases or 'all'}{'; CPU-sized models (SMOKE_KWARGS)' if light else ''}.",
-                 f"Dice: mean over cases [bootstrap 95% CI], global, and SD of the per-fold means; HD95, ASSD: means over cases where "
-                 f"defined, surfaces with {'the LiTS scorer' + chr(39) + 's 18-neighbourhood (connectivity 2)' if connectivity==2 else f'connectivity {connectivity}'}; "
-                 "–: class not predicted by the system."]
-        if missing: notes.append('Not finished: ' + '; '.join(f"{n} fold(s) {', '.join(map(str, ks))}" for n,ks in missing.items()) + '.')
-        if ablation: notes.append(f"paper Dice: {PAPER_METRIC[ablation]}, as the paper reports it on its own test data.")
-        files['csv'] = write_csv(table, out/f"{stem}.csv", index=False)
-        md = table_markdown(table, title, notes)
-        if pw is not None:
-            files['pairwise_csv'] = write_csv(pw, out/f"{stem}_pairwise.csv", index=False)
-            md += '\n' + pairwise_markdown(pw)
-        with atomic_path(out/f"{stem}.md") as tmp: Path(tmp).write_text(md)
-        files['md'] = out/f"{stem}.md"
-        files['png'] = save_figure(plot_compare(table, pw, title), out/f"{stem}.png", close=True)
-        by = {s.name: s for s in systems}
-        hist = {n: [p for k in sorted(res['per_case']['fold'].unique()) if (p := fold_dir(job, by[n], k)/'run'/'history.csv').exists()]
-                for n,res in results.items()}
-        files['html'] = write_report(out/('report.html' if not ablation else f"{stem}_report.html"), table, per_case, pw, volumes=cases[0],
-                                     histories=hist, split=out/'split.json', title=title, notes=notes,
-                                     recipes={n: fold_config(job, by[n], fl[0])[0]['recipe'] for n in results})
-        print(f"wrote {', '.join(str(o) for o in files.values())}", flush=True)
-        ens = [str(res['ensemble']) for res in results.values() if res['ensemble']]
-        if ens: print(f"ensembles for lits-predict: {', '.join(ens)}", flush=True)
+    files = _write_results(table, pw, results, systems, fl, job, cases, out, ablation, max_cases) if len(table) else {}
     table.attrs.update(folds=fl, failed=failed, missing=missing, files=files, pairwise=pw, per_case=per_case,
                        ensembles={n: res['ensemble'] for n,res in results.items()})
     return table

@@ -5,6 +5,7 @@
 # %% ../nbs/04a_split.ipynb #761eb408
 from __future__ import annotations
 import os, inspect, warnings
+from dataclasses import dataclass, asdict, replace
 import numpy as np
 import pandas as pd
 from .core import LitsError
@@ -14,7 +15,7 @@ from .cache import load_manifest
 # %% auto #0
 __all__ = ['case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'sorted_cases', 'patient_split',
            'case_splitter', 'slice_splitter', 'resolve_split', 'without_cases', 'limit_cases', 'split_cases',
-           'split_kwargs', 'check_fold', 'compare_folds']
+           'split_kwargs', 'Split', 'check_fold', 'compare_folds']
 
 # %% ../nbs/04a_split.ipynb #86137545
 class LeakageError(LitsError, ValueError):
@@ -181,6 +182,30 @@ def split_kwargs(kwargs:dict, # the split arguments a DataLoaders factory was gi
     bad = sorted(set(kwargs) - set(ps))
     if bad: raise TypeError(f"unexpected argument{'s'*(len(bad)>1)} {', '.join(bad)}; the split takes {', '.join(ps)}")
     return {**ps, **kwargs}
+
+# %% ../nbs/04a_split.ipynb #802e3f62
+@dataclass(frozen=True)
+class Split:
+    "A run's patient-level split as one value: `split_cases`'s arguments"
+    valid_pct:float|None=None # fraction of cases for validation (default 0.2)
+    valid_cases:list|None=None # explicit validation case ids
+    fold:int|None=None # validation fold (0-based) of `n_folds`
+    n_folds:int|None=None # number of folds
+    max_cases:int|None=None # use at most this many cases
+    seed:int=42 # seed of the split and the case subset (and of a training run's sampling and weights)
+    test_cases:list|None=None # case ids held out of the run entirely
+
+    @classmethod
+    def of(cls, split=None, **kwargs) -> Split:
+        "`split` (a `Split`, a dict of its fields or None) with the fields `kwargs` changed; an unknown name is a `TypeError`"
+        s = split if isinstance(split, Split) else cls(**(split or {}))
+        return replace(s, **kwargs) if kwargs else s
+    def kwargs(self, but=()) -> dict:
+        "The fields as `split_cases` keyword arguments, without those named in `but`"
+        return {k: v for k,v in asdict(self).items() if k not in but}
+    def cases(self, source) -> tuple:
+        "(training case ids, validation case ids) of `source` (see `split_cases`)"
+        return split_cases(source, **self.kwargs())
 
 # %% ../nbs/04a_split.ipynb #d3880541
 def check_fold(f:dict):

@@ -18,7 +18,7 @@ from fastai.callback.progress import CSVLogger
 from .recipes import Recipe, get_recipe, scale
 from .cache import prepare_cache, open_case, load_manifest, ensure_cache, is_cache, default_cache
 from .data import slice_dls
-from .split import split_cases
+from .split import Split
 from .data3d import volume_dls
 from .modelfile import save_model_file, model_contract
 from .learner import build_learner, resume_from, trim_history, EpochCheckpoint
@@ -121,9 +121,11 @@ def to_distributed(learn):
     return learn
 
 # %% ../nbs/24_train.ipynb #90c7f12d
-def _auto_recipe(cache, out, epochs, size, bs, max_cases, valid_cases, valid_pct, fold, n_folds, test_cases, seed, budget, recipe_kw, main):
+def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     "The `auto` recipe of a run: split, plan on the training cases, overrides; the split is returned as explicit cases"
-    tr,va = split_cases(cache, valid_pct, valid_cases, fold, n_folds, max_cases=max_cases, seed=seed, test_cases=test_cases)
+    epochs,size,bs = (scale_kw.get(k) for k in ('epochs', 'size', 'bs'))
+    test_cases = sp.test_cases
+    tr,va = sp.cases(cache)
     plan = make_plan(cache, tr, size=size, budget=budget)
     r = plan_recipe(plan, epochs=epochs, bs=bs, **(recipe_kw or {}))
     if size is not None: r = replace(r, size=int(size))
@@ -134,7 +136,8 @@ def _auto_recipe(cache, out, epochs, size, bs, max_cases, valid_cases, valid_pct
     if main:
         write_json(out/'plan.json', {**plan, 'valid_cases': va, 'test_cases': sorted(map(str, test_cases or []))})
         if said: print(f"auto: {', '.join(said)} override the plan", flush=True)
-    return r, plan, (va, None, None, None, sorted(set(map(str, test_cases or [])) | set(unused)) or None)
+    return r, plan, replace(sp, valid_cases=va, valid_pct=None, fold=None, n_folds=None,
+                            test_cases=sorted(set(map(str, test_cases or [])) | set(unused)) or None)
 
 def time_epoch(learn, # a `Learner` ready to fit
                n:int=3, # training steps timed (after one untimed)
@@ -183,56 +186,24 @@ def choose_valid_postprocess(learn, # a trained `Learner`
     finally: shutil.rmtree(folder, ignore_errors=True)
 
 # %% ../nbs/24_train.ipynb #47d24ea7
-def train(data, # raw LiTS-style folder or prepared cache
-          arch:str='ltnet', # model name in `MODELS`
-          recipe:str|Recipe|None=None, # recipe name or `Recipe` (default: the one named like `arch`, or the smp baseline recipe)
-          epochs:int|None=None, size:int|None=None, bs:int|None=None, max_cases:int|None=None, # scale the recipe
-          valid_cases=None, valid_pct:float|None=None, fold:int|None=None, n_folds:int|None=None, # the patient-level split
-          test_cases=None, # case ids held out of training, validation and intensity fitting (scored elsewhere)
-          pretrained='auto', # ImageNet encoder weights: 'auto', True or False
-          out=None, # run folder: model file, history.csv, curves.png, checkpoints (default runs/<arch>)
-          resume:bool=False, # continue from the last finished epoch of an interrupted run in `out`
-          seed:int=42, # seed of the split, the sampling and the weights
-          cache=None, # where to cache a raw `data` folder
-          model_kwargs:dict|None=None, # extra model arguments (e.g. {'arch': 'resnet34'} for a lighter LT-Net encoder)
-          progress:bool=True, # show progress bars
-          log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (several joined by commas), in the run folder
-          budget=None, # training time budget: seconds or a duration like '2h' (the epochs that fit a measured epoch; `epochs` wins)
-          recipe_kw:dict|None=None, # `Recipe` fields to change after the recipe (or `auto`'s plan) is made, e.g. {'context': 1}
-         ):
-    "Train `arch` (or `'auto'`, configured from the data) with its recipe on a patient-level split of `data`; returns the learner and the model file"
-    dist = is_distributed()
-    if dist:
-        init_distributed()
-        if rank_distrib()==0: cache = ensure_cache(data, cache, progress=progress)
-        distrib_barrier()
-        if rank_distrib(): cache = Path(data) if is_cache(data) else Path(cache) if cache else default_cache(data)
-    else: cache = ensure_cache(data, cache, progress=progress)
-    main = rank_distrib()==0
-    budget = parse_budget(budget)
-    out = Path(out or Path('runs')/arch.replace(':', '_'))
-    out.mkdir(parents=True, exist_ok=True)
-    plan = None
-    if 'auto' in (arch, recipe, getattr(recipe, 'name', None)):
-        r,plan,(valid_cases,valid_pct,fold,n_folds,test_cases) = _auto_recipe(cache, out, epochs, size, bs, max_cases, valid_cases, valid_pct,
-                                                                              fold, n_folds, test_cases, seed, budget, recipe_kw, main)
-    else:
-        base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
-        if arch!=base.arch: base = replace(base, arch=arch)
-        r = replace(scale(base, epochs=epochs, size=size, max_cases=max_cases, bs=bs), **(recipe_kw or {}))
-    set_seed(seed, reproducible=True)
-    dls = recipe_dls(cache, r, valid_cases=valid_cases, valid_pct=valid_pct, fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
-    if plan is not None: dls.plan = plan
-    cbs = tracking_callbacks(log, out, run_name=out.name) if main else []
-    learn = build_learner(dls, recipe=r, pretrained=pretrained, model_kwargs=model_kwargs, path=out, model_dir='checkpoints', cbs=cbs)
-    if dist:
-        to_distributed(learn)
-        if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
-                       f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
-    if budget and epochs is None:
-        t = time_epoch(learn)
-        learn.recipe = r = replace(r, epochs=max(1, int(budget*0.9 // t)))
-        if main and progress: print(f"budget {budget:.0f} s: an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
+def _run_cache(data, cache, progress) -> Path:
+    "The prepared cache of `data`, made once (by the first process of a distributed run)"
+    if not is_distributed(): return ensure_cache(data, cache, progress=progress)
+    init_distributed()
+    if rank_distrib()==0: cache = ensure_cache(data, cache, progress=progress)
+    distrib_barrier()
+    if rank_distrib(): cache = Path(data) if is_cache(data) else Path(cache) if cache else default_cache(data)
+    return cache
+
+def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main) -> tuple:
+    "(recipe, plan or None, split) of a run: `auto` planned on the split's training cases, or the named recipe scaled"
+    if 'auto' in (arch, recipe, getattr(recipe, 'name', None)): return _auto_recipe(cache, out, sp, scale_kw, budget, recipe_kw, main)
+    base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
+    if arch!=base.arch: base = replace(base, arch=arch)
+    return replace(scale(base, **scale_kw, max_cases=sp.max_cases), **(recipe_kw or {})), None, sp
+
+def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool):
+    "Fit `learn` for `r.epochs`, from the last finished epoch of the run in `out` when `resume`"
     start = 0
     if resume: start = resume_from(learn)
     elif main:
@@ -246,6 +217,9 @@ def train(data, # raw LiTS-style folder or prepared cache
         if progress: learn.fit_recipe(start_epoch=start)
         else:
             with learn.no_bar(), learn.no_logging(): learn.fit_recipe(start_epoch=start)
+
+def _finish(learn, dls, cache, out:Path, plan, main:bool) -> Path:
+    "Write the run's files: the post-processing `auto` chose on the validation cases, the model file, the curves"
     model_file = out/'model.safetensors'
     if main and plan is not None and dls.valid_cases:
         chosen = choose_valid_postprocess(learn, cache, dls.valid_cases, out/'postprocess')
@@ -254,5 +228,46 @@ def train(data, # raw LiTS-style folder or prepared cache
     if main:
         save_model_file(learn, model_file)
         if (out/'history.csv').exists(): save_figure(plot_training_curves(out/'history.csv'), out/'curves.png', close=True)
+    return model_file
+
+def train(data, # raw LiTS-style folder or prepared cache
+          arch:str='ltnet', # model name in `MODELS`
+          recipe:str|Recipe|None=None, # recipe name or `Recipe` (default: the one named like `arch`, or the smp baseline recipe)
+          epochs:int|None=None, size:int|None=None, bs:int|None=None, # scale the recipe (`split.max_cases` too)
+          split:Split|None=None, # the patient-level split; its seed also seeds the sampling and the weights
+          pretrained='auto', # ImageNet encoder weights: 'auto', True or False
+          out=None, # run folder: model file, history.csv, curves.png, checkpoints (default runs/<arch>)
+          resume:bool=False, # continue from the last finished epoch of an interrupted run in `out`
+          cache=None, # where to cache a raw `data` folder
+          model_kwargs:dict|None=None, # extra model arguments (e.g. {'arch': 'resnet34'} for a lighter LT-Net encoder)
+          progress:bool=True, # show progress bars
+          log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (several joined by commas), in the run folder
+          budget=None, # training time budget: seconds or a duration like '2h' (the epochs that fit a measured epoch; `epochs` wins)
+          recipe_kw:dict|None=None, # `Recipe` fields to change after the recipe (or `auto`'s plan) is made, e.g. {'context': 1}
+          **split_kw, # the split's fields one by one: valid_cases, valid_pct, fold, n_folds, max_cases, seed, test_cases
+         ):
+    "Train `arch` (or `'auto'`, configured from the data) with its recipe on a patient-level split of `data`; returns the learner and the model file"
+    sp = Split.of(split, **split_kw)
+    dist,cache = is_distributed(),_run_cache(data, cache, progress)
+    main = rank_distrib()==0
+    budget = parse_budget(budget)
+    out = Path(out or Path('runs')/arch.replace(':', '_'))
+    out.mkdir(parents=True, exist_ok=True)
+    r,plan,sp = _run_recipe(arch, recipe, cache, out, sp, dict(epochs=epochs, size=size, bs=bs), budget, recipe_kw, main)
+    set_seed(sp.seed, reproducible=True)
+    dls = recipe_dls(cache, r, **sp.kwargs(but=('max_cases',)))
+    if plan is not None: dls.plan = plan
+    cbs = tracking_callbacks(log, out, run_name=out.name) if main else []
+    learn = build_learner(dls, recipe=r, pretrained=pretrained, model_kwargs=model_kwargs, path=out, model_dir='checkpoints', cbs=cbs)
+    if dist:
+        to_distributed(learn)
+        if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
+                       f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
+    if budget and epochs is None:
+        t = time_epoch(learn)
+        learn.recipe = r = replace(r, epochs=max(1, int(budget*0.9 // t)))
+        if main and progress: print(f"budget {budget:.0f} s: an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
+    _fit(learn, r, out, resume, progress, main)
+    model_file = _finish(learn, dls, cache, out, plan, main)
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file
