@@ -4,15 +4,17 @@
 
 # %% ../nbs/25_demo.ipynb #91a89676
 from __future__ import annotations
-import sys, time
+import sys, time, tempfile
+from typing import NamedTuple
 from pathlib import Path
 import numpy as np
 import pandas as pd
+import torch
 from fastcore.script import call_parse
 from .core import read_canonical, to_slices, cli_compat
 from .synth import make_synth
 from .cache import prepare_cache, load_case_table
-from .discover import find_cases
+from .discover import find_cases, find_lits_data
 from .recipes import get_recipe
 from .train import train
 from .inference import predict_files
@@ -20,7 +22,7 @@ from .evaluate import evaluate_folder
 from .plots import plot_prediction, save_figure
 
 # %% auto #0
-__all__ = ['DEMO_RECIPE', 'demo', 'lits_demo']
+__all__ = ['DEMO_RECIPE', 'demo', 'TutorialData', 'tutorial_data', 'lits_demo']
 
 # %% ../nbs/25_demo.ipynb #6ea11889
 DEMO_RECIPE = dict(schedule='one_cycle', lr=2e-3, select='balanced', loss='hybrid') # the demo's schedule, on top of LT-Net's recipe
@@ -66,6 +68,31 @@ def demo(out='lits_demo', # folder for everything the demo writes
     save_figure(fig, out/'demo.png', close=True)
     return dict(train_cases=train_cases, valid_cases=valid, test_case=held, model=model_file, mask=written[0],
                 metrics=per_case, picture=out/'demo.png', seconds=time.time()-t0)
+
+# %% ../nbs/25_demo.ipynb #d68cd5f7
+class TutorialData(NamedTuple):
+    "What a tutorial starts from"
+    data: Path # the LiTS folder, or the synthetic cases
+    real: bool # is it LiTS?
+    full: bool # real data and a GPU: the published recipes at full size (else a smoke run)
+    work: Path # the working folder: `_lits_work/<name>` for a full run, else a temporary folder
+
+def tutorial_data(name:str, # the tutorial's name, for its working folder
+                  n_cases:int=6, shape=(64, 64, 16), seed:int=3, realistic:bool=False, # the synthetic cases made without LiTS
+                  roots=None, # folders to search (default: `find_lits_data`'s)
+                 )->TutorialData:
+    "LiTS if it is here, else synthetic cases; says in one line which, and the size of the run"
+    data = find_lits_data(roots)
+    real = data is not None
+    full = real and torch.cuda.is_available()
+    work = Path('_lits_work')/name if full else Path(tempfile.mkdtemp(prefix=f'lits_{name}_'))
+    if real: what = 'LiTS'
+    else:
+        data = make_synth(work/'data', n_cases=n_cases, shape=shape, seed=seed, realistic=realistic)
+        what = (f"no LiTS found (LITS_DATA, /kaggle/input, Google Drive): {n_cases} {'realistic ' if realistic else ''}"
+                f"synthetic cases of {'x'.join(map(str, shape))} voxels")
+    print(f"data: {data} ({what}); run: {'the full recipe' if full else 'smoke size'}; working folder: {work}")
+    return TutorialData(data, real, full, work)
 
 # %% ../nbs/25_demo.ipynb #aea80cb7
 @cli_compat
