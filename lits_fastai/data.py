@@ -167,6 +167,7 @@ class AlbumentationsTransform(ItemTransform):
                  lo:float=0., hi:float=1., # the input's range: mapped to [0, 1] for `aug` and back (e.g. a z-scored input's clip range)
                 ): super().__init__(); self.aug,self.lo,self.hi = aug,float(lo),float(hi)
     def encodes(self, x):
+        self.aug.set_random_seed(random.getrandbits(32))   # from Python's generator, which `set_seed` and each loader worker seed
         img,msk = x[0],x[1]
         a = img.numpy().transpose(1, 2, 0)
         if (self.lo, self.hi)!=(0., 1.): a = np.clip((a - self.lo) / (self.hi - self.lo), 0, 1)   # float32 rounding may step outside

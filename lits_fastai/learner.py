@@ -184,7 +184,7 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
                   weights:str|None=None, # a local file of encoder weights
                   model_kwargs:dict|None=None, # arguments for the model factory, on top of the recipe's
                   cbs=None, # extra callbacks
-                  save_best:bool=True, # keep the best model by the recipe's monitor (SaveModelCallback)
+                  save_best:bool=True, # keep the best model by the recipe's monitor (SaveModelCallback; a recipe without one keeps the last)
                   log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (comma-separated for several), see `tracking`
                   **kwargs) -> LitsLearner:
     "A `LitsLearner` for `arch` with its paper's recipe: loss, optimiser, weight decay, callbacks, metrics"
@@ -199,7 +199,7 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     if metrics is None: metrics = lits_metrics(n_out, binary_target=None if r.target=='multiclass' else r.target)
     cbs = list(cbs or []) + tracking_callbacks(log, kwargs.get('path') or '.')
     cbs += [HistoryLogger('history.csv'), EpochCheckpoint()]
-    if save_best: cbs.append(_ResumableSave(monitor=r.monitor, comp=np.less if r.comp=='min' else np.greater, fname='best'))
+    if save_best and r.monitor: cbs.append(_ResumableSave(monitor=r.monitor, comp=np.less if r.comp=='min' else np.greater, fname='best'))
     if r.plateau: cbs.append(ReduceLROnPlateau(monitor=r.plateau.get('monitor', 'valid_loss'), factor=1/r.plateau.get('factor', .5),
                                                patience=r.plateau.get('patience', 5)))
     if r.clip: cbs.append(GradientClip(max_norm=r.clip))

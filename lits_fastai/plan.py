@@ -4,7 +4,7 @@
 
 # %% ../nbs/26_plan.ipynb #1a77abd3
 from __future__ import annotations
-import math, re, sys
+import math, re, sys, time
 from .core import LitsError, cli_compat, cli_errors, write_json, parse_cases   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import pandas as pd
@@ -17,8 +17,8 @@ from .transforms import CTNorm
 from .recipes import Recipe, get_recipe
 
 # %% auto #0
-__all__ = ['PLAN_FORMAT', 'MAX_SIDE', 'EPOCHS', 'fingerprint_summary', 'probe_batch_size', 'make_plan', 'plan_recipe',
-           'show_plan', 'parse_budget', 'lits_plan']
+__all__ = ['PLAN_FORMAT', 'MAX_SIDE', 'EPOCHS', 'ENCODERS', 'MIN_EPOCHS', 'fingerprint_summary', 'probe_batch_size', 'step_time',
+           'choose_encoder', 'make_plan', 'plan_recipe', 'show_plan', 'parse_budget', 'lits_plan']
 
 # %% ../nbs/26_plan.ipynb #2d8ba250
 def _spread(v) -> dict:
@@ -47,9 +47,20 @@ def fingerprint_summary(cache, # a prepared cache
 # %% ../nbs/26_plan.ipynb #07ec8e92
 PLAN_FORMAT = 'lits_fastai.plan/1'
 MAX_SIDE = {'cuda': 512, 'cpu': 128}   # the largest patch side each kind of device trains at in reasonable time
-EPOCHS = {'cuda': 50, 'cpu': 20}       # epochs without a time budget
+EPOCHS = 40                            # epochs without a time budget
+ENCODERS = ('resnet18', 'resnet34', 'resnet50')   # the U-Net's encoders, from least to most capacity
+MIN_EPOCHS = 40                        # the fewest epochs a budget must leave an encoder larger than the first
 
 def _up32(n:float) -> int: return max(32, int(math.ceil(round(n)/32))*32)
+
+def _train_step(model, opt, x, y, dt=None):
+    with torch.autocast(x.device.type, dtype=dt, enabled=x.device.type=='cuda'):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+    loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    if x.device.type=='cuda': torch.cuda.synchronize(x.device)
+
+def _batch(bs, n_in, size, device):
+    return torch.randn(bs, n_in, size, size, device=device),torch.randint(0, 3, (bs, size, size), device=device)
 
 def probe_batch_size(arch:str, # model name in `MODELS`
                      n_in:int, # input channels
@@ -66,9 +77,7 @@ def probe_batch_size(arch:str, # model name in `MODELS`
     for bs in candidates:
         try:
             torch.cuda.reset_peak_memory_stats(device)
-            x,y = torch.randn(bs, n_in, size, size, device=device),torch.randint(0, 3, (bs, size, size), device=device)
-            with torch.autocast('cuda', dtype=dt): loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True); torch.cuda.synchronize(device)
+            _train_step(model, opt, *_batch(bs, n_in, size, device), dt)
             if torch.cuda.max_memory_allocated(device) > mem_frac*total: break
             best = bs
         except torch.cuda.OutOfMemoryError: break
@@ -76,18 +85,43 @@ def probe_batch_size(arch:str, # model name in `MODELS`
     del model, opt; torch.cuda.empty_cache()
     return best
 
-def make_plan(cache, # a prepared cache
-              train_cases, # the training cases: the only ones whose statistics the plan uses
-              device=None, # the device that will train (default: CUDA if available, else the CPU)
-              size:int|None=None, # the largest patch side (default: `MAX_SIDE` of the device)
-              budget:float|None=None, # training time budget in seconds (the epochs are then fitted by `train`)
-             )->dict:
-    "The `auto` recipe's configuration for `cache`, from the fingerprint of `train_cases` and the machine, each choice with its reason"
-    train_cases = sorted(map(str, train_cases))
-    if not train_cases: raise LitsError(f"{cache}: no training cases to plan on")
-    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')).type
-    fs,ch = fingerprint_summary(cache, train_cases),{}
-    def choose(k, v, why): ch[k] = {'value': v, 'why': why}
+def step_time(arch:str, # model name in `MODELS`
+              n_in:int, size:int, bs:int, # input channels, patch side, batch size
+              device='cpu', # the device that will train
+              n:int=2, # timed steps, after one untimed
+             )->float: # seconds
+    "Measured seconds of one training step (forward, backward, Adam; mixed precision on CUDA) of `arch` on a random batch"
+    device = torch.device(device)
+    model = build_model(arch, n_in=n_in, n_out=3).to(device).train()
+    opt,(x,y),times = torch.optim.Adam(model.parameters()),_batch(bs, n_in, size, device),[]
+    dt = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type=='cuda' else None
+    for i in range(n+1):
+        t0 = time.perf_counter(); _train_step(model, opt, x, y, dt)
+        if i: times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+# %% ../nbs/26_plan.ipynb #de98fb94
+def choose_encoder(n_slices:int, # training slices in an epoch
+                   n_in:int, size:int, bs:int, # the planned input channels, patch side and batch size
+                   budget:float|None, # training time budget in seconds (None: the first of `ENCODERS`, no measuring)
+                   device='cpu', # the device that will train
+                   timer=step_time, # seconds of a training step: `timer(arch, n_in, size, bs, device)`
+                  )->tuple: # (encoder, reason)
+    "The largest of `ENCODERS` that `budget` trains for `MIN_EPOCHS` epochs, from measured step times (largest first)"
+    if budget is None: return ENCODERS[0], f"{ENCODERS[0]} without a time budget (--budget lets the plan measure larger ones)"
+    steps,said = math.ceil(n_slices/bs),[]
+    for enc in reversed(ENCODERS):
+        t = timer(f'smp:Unet:{enc}', n_in, size, bs, device)
+        n = int(0.9*budget / (1.15*steps*t))                 # validation adds about 15 % to an epoch
+        said.append(f"{enc} {t:.2f} s a step: {n} epochs")
+        if n >= MIN_EPOCHS: break
+    fits = n >= MIN_EPOCHS
+    return enc, (f"the largest encoder the budget trains for {MIN_EPOCHS} epochs of {steps} steps" if fits else
+                 f"none reaches {MIN_EPOCHS} epochs of {steps} steps: the smallest") + f" (measured: {'; '.join(said)})"
+
+# %% ../nbs/26_plan.ipynb #acb16950
+def _plan_spacing(fs:dict, cache, dev:str, size:int|None) -> tuple:
+    "(pixel spacing, largest side, reason): the median pixel unless the median field of view does not fit the largest side"
     sp,fov,cap = fs['in-plane spacing (mm)']['median'],fs['field of view (mm)']['median'],int(size or MAX_SIDE.get(dev, 128))
     src = '--size' if size else f"the {dev.upper()} limit"
     target = round(max(sp, fov/cap), 3)
@@ -97,26 +131,48 @@ def make_plan(cache, # a prepared cache
     if held is not None and target < held:
         target = float(np.ceil(held*1000)/1000)
         why += f"; raised to {target:.4g} mm, the coarsest pixel the cache holds (prepared with --size/--spacing)"
+    return target, cap, why
+
+def _plan_network(ch:dict, choose, n_slices:int, dev:str, device, budget) -> None:
+    "Batch size, encoder and epochs: measured on a GPU, from the budget and measured step times anywhere"
+    n_in,size = ch['context']['value'],ch['size']['value']
+    if dev=='cuda':
+        bs = probe_batch_size(f'smp:Unet:{ENCODERS[-1]}', n_in, size, device or 'cuda')
+        choose('bs', bs, f"the largest of 8, 16, 32, 64 whose measured step of the largest encoder stays under 80% of the GPU's memory")
+    else: choose('bs', 16, "a CPU default: memory is not the limit")
+    enc,why = choose_encoder(n_slices, n_in, size, ch['bs']['value'], budget, device or dev)
+    choose('arch', f'smp:Unet:{enc}', f"a residual U-Net; {why}")
+    choose('epochs', EPOCHS if budget is None else None, f"{EPOCHS} without a time budget" if budget is None else
+           f"fitted by `train` to the budget of {budget:.0f} s from a measured epoch")
+
+def make_plan(cache, # a prepared cache
+              train_cases, # the training cases: the only ones whose statistics the plan uses
+              device=None, # the device that will train (default: CUDA if available, else the CPU)
+              size:int|None=None, # the largest patch side (default: `MAX_SIDE` of the device)
+              budget:float|None=None, # training time budget in seconds (the encoder is then measured, the epochs fitted by `train`)
+             )->dict:
+    "The `auto` recipe's configuration for `cache`, from the fingerprint of `train_cases` and the machine, each choice with its reason"
+    train_cases = sorted(map(str, train_cases))
+    if not train_cases: raise LitsError(f"{cache}: no training cases to plan on")
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')).type
+    fs,ch = fingerprint_summary(cache, train_cases),{}
+    def choose(k, v, why): ch[k] = {'value': v, 'why': why}
+    target,cap,why = _plan_spacing(fs, cache, dev, size)
     choose('spacing', target, why)
-    side = fov/target
+    side = fs['field of view (mm)']['median']/target
     choose('size', min(cap, _up32(side)), f"the median slice ({side:.0f} px at {target:.3g} mm) rounded up to a multiple of 32, at most {cap}")
     thick = fs['slice spacing (mm)']['median']
-    choose('context', 3 if thick <= 5 else 1, f"median slice spacing {thick:.3g} mm: " + ("neighbours show the same structures (2.5D)" if thick <= 5 else "too thick for neighbours to help"))
+    choose('context', 3 if thick <= 5 else 1, f"median slice spacing {thick:.3g} mm: " +
+           ("neighbours show the same structures (2.5D)" if thick <= 5 else "too thick for neighbours to help"))
     norm = CTNorm.fit(foreground_sample(cache, train_cases))
     choose('intensity', norm.config, f"clip to the training foreground's 0.5/99.5 percentiles ({norm.lo:.0f}, {norm.hi:.0f} HU), "
                                      f"z-score with its mean {norm.mean:.0f} HU and std {norm.std:.0f} HU")
-    enc = 'resnet34' if dev=='cuda' else 'resnet18'
-    choose('arch', f'smp:Unet:{enc}', f"a residual U-Net; {enc} on {'a GPU' if dev=='cuda' else 'a CPU (half the multiply-adds of resnet34)'}")
-    if dev=='cuda':
-        bs = probe_batch_size(ch['arch']['value'], ch['context']['value'], ch['size']['value'], device or 'cuda')
-        choose('bs', bs, "the largest of 8, 16, 32, 64 whose measured training step stays under 80% of the GPU's memory")
-    else: choose('bs', 16, "a CPU default: memory is not the limit")
+    man = load_manifest(cache)
+    _plan_network(ch, choose, int(man['case'].isin(set(train_cases)).sum()), dev, device, budget)
     share = float(fs['tumour slice share'])
     choose('select', 'oversample' if share < 1/3 else 'all', f"{share:.0%} of the training slices show tumour: " +
            ("drawn in a third of each epoch (nnU-Net's foreground oversampling)" if share < 1/3 else "no oversampling needed"))
     choose('fg_share', 1/3, "nnU-Net forces a third of its patches to contain foreground")
-    choose('epochs', EPOCHS.get(dev, 20) if budget is None else None,
-           f"the {dev.upper()} default without a time budget" if budget is None else f"fitted by `train` to the budget of {budget:.0f} s from a measured epoch")
     choose('postprocess', None, "chosen after training on the validation cases (nnU-Net's rule), stored in the model file")
     return {'format': PLAN_FORMAT, 'cache': str(cache), 'device': dev, 'budget_s': budget, 'train_cases': train_cases,
             'fingerprint': fs, 'choices': ch}

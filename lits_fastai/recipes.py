@@ -36,7 +36,7 @@ class Recipe:
     fg_share: float = 1/3 # share of tumour slices per epoch with select 'oversample'
     spacing: float|None = None # 2D: resample slices to this pixel spacing (mm) and train on `size` patches; None: resize whole slices to `size`
     mode: str = 'slices' # 'slices' (2D), 'resize' (whole volume resampled to `size`), 'patch' (3D patches)
-    monitor: str = 'valid_loss' # what SaveModelCallback tracks
+    monitor: str|None = 'valid_loss' # what SaveModelCallback tracks to keep the best epoch; None keeps the last epoch's weights
     plateau: dict|None = None # ReduceLROnPlateau arguments (monitor, factor, patience) or None
     clip: float|None = None # gradient norm clipping
     model_kwargs: dict = field(default_factory=dict) # arguments of the model factory
@@ -44,7 +44,7 @@ class Recipe:
     notes: str = '' # where the recipe departs from, or fills in for, the paper
 
     @property
-    def comp(self): return 'min' if 'loss' in self.monitor else 'max'
+    def comp(self): return 'min' if 'loss' in (self.monitor or 'loss') else 'max'
     def to_dict(self)->dict: return json.loads(json.dumps(asdict(self)))
     @classmethod
     def from_dict(cls, d:dict): return cls(**{k:v for k,v in d.items() if k in cls.__dataclass_fields__})
@@ -106,13 +106,14 @@ RECIPES = {
 }
 
 # %% ../nbs/22_recipes.ipynb #f223471d
-AUTO = Recipe('auto', 'smp:Unet:resnet34', paper="lits_fastai's own recipe, configured from the data's fingerprint", loss='bce_dice',
-    opt='adam', lr=1e-3, wd=1e-4, schedule='one_cycle', epochs=50, bs=16, size=256, context=3,
+AUTO = Recipe('auto', 'smp:Unet:resnet18', paper="lits_fastai's own recipe, configured from the data's fingerprint", loss='bce_dice',
+    opt='adam', lr=1e-3, wd=1e-4, schedule='one_cycle', epochs=40, bs=16, size=256, context=3,
     intensity={'kind': 'ct_norm', 'lo': None, 'hi': None, 'mean': None, 'std': None}, aug='auto', select='oversample', fg_share=1/3,
-    monitor='valid_loss',
+    monitor=None,
     notes="Not a published system: nnU-Net's rules for a 2.5D network. The loss 'bce_dice' is cross-entropy (softmax over the three "
           "classes) plus soft Dice; the augmentation 'auto' is nnU-Net's 2D set (rotation, scaling, noise, blur, brightness, "
-          "contrast, low resolution, gamma, mirroring); 'ct_norm' is fitted on the training cases' foreground. The plan "
+          "contrast, low resolution, gamma, mirroring); 'ct_norm' is fitted on the training cases' foreground. It keeps the "
+          "last epoch's weights (nnU-Net's final checkpoint): a best epoch picked on a few validation slices is noise. The plan "
           "(plan.make_plan) sets the pixel spacing, patch size, batch size, context, encoder and epochs.")
 
 # %% ../nbs/22_recipes.ipynb #a02713c7

@@ -156,8 +156,9 @@ def _window(img:np.ndarray) -> np.ndarray:
     "Liver window W150/L30 scaled to [0, 1]"
     return np.clip((np.asarray(img, np.float32) - (30-75)) / 150, 0, 1)
 
-def bare(cache:Path, train_cases:list, test:list, arch:str, encoder:str, size:int, budget:float, bs:int=16, seed:int=0) -> tuple:
-    "Plain PyTorch: train for `budget` seconds, predict the test cases; (Dice table, train s, predict s, epochs)"
+def bare(cache:Path, train_cases:list, test:list, arch:str, encoder:str, size:int, budget:float, bs:int=16, seed:int=0,
+         epochs:int|None=None) -> tuple:
+    "Plain PyTorch: train for `budget` seconds (or `epochs`), predict the test cases; (Dice table, train s, predict s, epochs)"
     import segmentation_models_pytorch as smp
     import torch.nn.functional as F
     from lits_fastai.cache import open_case
@@ -176,6 +177,7 @@ def bare(cache:Path, train_cases:list, test:list, arch:str, encoder:str, size:in
     model.train()
     steps, per_epoch, done = 0, math.ceil(len(X)/bs), False
     while not done:
+        if epochs is not None and steps >= epochs*per_epoch: break
         perm = torch.randperm(len(X))
         for i in range(0, len(X), bs):
             idx = perm[i:i+bs]
