@@ -31,7 +31,7 @@ from .plan import plan_recipe
 from .models import build_model, MODELS, MODEL_INFO
 from .transforms import intensity_from_config
 from .losses import LOSSES
-from .metrics import lits_metrics
+from .metrics import lits_metrics, lesion_metrics
 from .tracking import tracking_callbacks
 
 # %% auto #0
@@ -178,7 +178,7 @@ def _factory_kwargs(r:Recipe, dls, pretrained, weights, model_kwargs) -> dict:
 def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
                   arch:str|None=None, # model name in `MODELS` (default: the recipe's)
                   loss=None, # loss function (default: the recipe's)
-                  metrics=None, # metrics (default: LiTS liver and tumour Dice/IoU, accuracies, PSNR)
+                  metrics=None, # metrics (default: LiTS Dice/IoU, accuracies, PSNR; lesion recall by size with a pixel spacing)
                   pretrained='auto', # ImageNet encoder weights: 'auto' (use them if on disk), True (required), False
                   recipe:str|Recipe|None=None, # recipe name or `Recipe` (default: the one named like `arch`)
                   weights:str|None=None, # a local file of encoder weights
@@ -196,7 +196,9 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     n_in = n_inputs(dls)
     model = build_model(r.arch, n_in=n_in, n_out=n_out, **mk)
     if loss is None: loss = recipe_loss(r)
-    if metrics is None: metrics = lits_metrics(n_out, binary_target=None if r.target=='multiclass' else r.target)
+    if metrics is None:
+        bt = None if r.target=='multiclass' else r.target
+        metrics = lits_metrics(n_out, binary_target=bt) + (lesion_metrics(r.spacing, binary_target=bt) if r.spacing and bt!='liver' else [])
     cbs = list(cbs or []) + tracking_callbacks(log, kwargs.get('path') or '.')
     cbs += [HistoryLogger('history.csv'), EpochCheckpoint()]
     if save_best and r.monitor: cbs.append(_ResumableSave(monitor=r.monitor, comp=np.less if r.comp=='min' else np.greater, fname='best'))

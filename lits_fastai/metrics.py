@@ -5,6 +5,7 @@
 # %% ../nbs/21_metrics.ipynb #41c7601f
 from __future__ import annotations
 import math
+import numpy as np
 import torch
 from torch import Tensor
 from fastai.learner import Metric
@@ -12,8 +13,9 @@ from . import core
 from .losses import check_target, task_mask, plain_tensor, match_target
 
 # %% auto #0
-__all__ = ['LITS_METRICS', 'label_region', 'seg_labels', 'LitsMetric', 'RegionScore', 'LiverDice', 'TumorDice', 'LiverIoU',
-           'TumorIoU', 'PixelAcc', 'ForegroundAcc', 'PSNR', 'lits_metrics']
+__all__ = ['SIZE_BINS', 'LITS_METRICS', 'label_region', 'seg_labels', 'LitsMetric', 'RegionScore', 'LiverDice', 'TumorDice',
+           'LiverIoU', 'TumorIoU', 'PixelAcc', 'ForegroundAcc', 'PSNR', 'LesionRecall', 'lesion_metrics',
+           'lits_metrics']
 
 # %% ../nbs/21_metrics.ipynb #5b5e031b
 def label_region(lab:Tensor, # label map (0 background, 1 liver, 2 tumour)
@@ -139,6 +141,41 @@ class PSNR(LitsMetric):
         return 10*math.log10(r**2/mse) if mse>0 else float('inf')
     @property
     def name(self): return 'psnr'
+
+# %% ../nbs/21_metrics.ipynb #b0a7b8d4
+SIZE_BINS = {'small': (0., 10.), 'medium': (10., 20.), 'large': (20., math.inf)}   # lesion diameter in mm
+
+class LesionRecall(LitsMetric):
+    "Share of the true tumour lesions of a size class that the prediction finds, over the epoch (lesions: connected components of each slice or patch)"
+    def __init__(self,
+                 size:str='small', # a key of `SIZE_BINS`: the lesions' equivalent diameter in mm
+                 spacing:float=1., # pixel size in mm of the model's input (the plan's spacing)
+                 min_cover:float=0.5, # a lesion is found when the prediction covers at least this share of it
+                 binary_target:str|None=None, thresh:float=0.5):
+        if size not in SIZE_BINS: raise ValueError(f"size must be one of {', '.join(SIZE_BINS)}, got {size!r}")
+        self.size,self.spacing,self.min_cover = size,float(spacing),min_cover
+        super().__init__(binary_target, thresh)
+    def count(self, p, t, task, n_classes):
+        if task=='liver': return
+        pm,tm = ((p==2),(t==2)) if task is None else (p.bool(),t.bool())
+        lo,hi = SIZE_BINS[self.size]
+        for pi,ti in zip(pm.cpu().numpy(), tm.cpu().numpy()):
+            if not ti.any(): continue
+            cc,n = core.label_components(ti)
+            area = np.bincount(cc.ravel(), minlength=n+1)[1:]
+            hit = np.bincount(cc.ravel(), weights=pi.ravel(), minlength=n+1)[1:]
+            d = 2*np.sqrt(area/math.pi)*self.spacing if ti.ndim==2 else 2*np.cbrt(3*area/(4*math.pi))*self.spacing
+            sel = (d>=lo) & (d<hi)
+            self.add(n=int(sel.sum()), found=int((hit[sel] >= self.min_cover*area[sel]).sum()))
+    @property
+    def value(self): return self.total('found')/self.total('n') if self.total('n') else float('nan')
+    @property
+    def name(self): return f"lesion_recall_{self.size}"
+
+def lesion_metrics(spacing:float, # pixel size in mm of the model's input
+                   **kwargs)->list:
+    "`LesionRecall` of each size class of `SIZE_BINS`"
+    return [LesionRecall(s, spacing, **kwargs) for s in SIZE_BINS]
 
 # %% ../nbs/21_metrics.ipynb #eb3316e6
 LITS_METRICS = {'liver_dice': LiverDice, 'tumor_dice': TumorDice, 'liver_iou': LiverIoU, 'tumor_iou': TumorIoU,

@@ -100,26 +100,26 @@ def step_time(arch:str, # model name in `MODELS`
         if i: times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
-# %% ../nbs/26_plan.ipynb #de98fb94
+# %% ../nbs/26_plan.ipynb #832b982e
 def choose_encoder(n_slices:int, # training slices in an epoch
                    n_in:int, size:int, bs:int, # the planned input channels, patch side and batch size
                    budget:float|None, # training time budget in seconds (None: the first of `ENCODERS`, no measuring)
                    device='cpu', # the device that will train
                    timer=step_time, # seconds of a training step: `timer(arch, n_in, size, bs, device)`
                   )->tuple: # (encoder, reason)
-    "The largest of `ENCODERS` that `budget` trains for `MIN_EPOCHS` epochs, from measured step times (largest first)"
+    "The largest of `ENCODERS` that `budget` trains for `MIN_EPOCHS` epochs, from step times measured smallest first"
     if budget is None: return ENCODERS[0], f"{ENCODERS[0]} without a time budget (--budget lets the plan measure larger ones)"
-    steps,said = math.ceil(n_slices/bs),[]
-    for enc in reversed(ENCODERS):
+    steps,said,best = math.ceil(n_slices/bs),[],None
+    for enc in ENCODERS:                                     # the next is measured only while the last one fitted
         t = timer(f'smp:Unet:{enc}', n_in, size, bs, device)
         n = int(0.9*budget / (1.15*steps*t))                 # validation adds about 15 % to an epoch
         said.append(f"{enc} {t:.2f} s a step: {n} epochs")
-        if n >= MIN_EPOCHS: break
-    fits = n >= MIN_EPOCHS
-    return enc, (f"the largest encoder the budget trains for {MIN_EPOCHS} epochs of {steps} steps" if fits else
+        if n < MIN_EPOCHS: break
+        best = enc
+    return best or ENCODERS[0], (f"the largest encoder the budget trains for {MIN_EPOCHS} epochs of {steps} steps" if best else
                  f"none reaches {MIN_EPOCHS} epochs of {steps} steps: the smallest") + f" (measured: {'; '.join(said)})"
 
-# %% ../nbs/26_plan.ipynb #acb16950
+# %% ../nbs/26_plan.ipynb #6e83caed
 def _plan_spacing(fs:dict, cache, dev:str, size:int|None) -> tuple:
     "(pixel spacing, largest side, reason): the median pixel unless the median field of view does not fit the largest side"
     sp,fov,cap = fs['in-plane spacing (mm)']['median'],fs['field of view (mm)']['median'],int(size or MAX_SIDE.get(dev, 128))

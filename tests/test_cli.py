@@ -181,3 +181,20 @@ def test_progress_in_a_pipe_prints_plain_lines(synth_data, synth_cache, tmp_path
     p = run('lits-train', synth_cache, '--arch', 'ltnet', '--encoder', 'resnet18', '--epochs', 1, '--size', 32, '--bs', 8,
             '--max-cases', 3, '--pretrained', 'no', '--out', tmp_path/'run')
     assert '\r' not in p.stdout + p.stderr and 'epoch' in p.stdout
+
+
+@pytest.mark.parametrize('kind,args', [
+    ('2.5D auto: plan, oversampling, augmentation', ['--arch', 'auto', '--size', 32, '--epochs', 2, '--bs', 4]),
+    ('2D hybrid: albumentations', ['--arch', 'hybrid', '--size', 32, '--epochs', 1, '--bs', 4]),
+    ('3D U-Net: random patches, 3D augmentation', ['--arch', 'unet3d', '--size', 32, '--epochs', 1, '--bs', 2])],
+    ids=lambda o: o.split(':')[0] if isinstance(o, str) else None)
+def test_same_seed_same_model_file(kind, args, synth_cache, tmp_path):
+    "The same lits-train command run twice (fresh processes, other hash seeds) writes the same model file, byte for byte"
+    import os
+    files = []
+    for h in ('1', '2'):
+        out = tmp_path/f'run{h}'
+        run('lits-train', synth_cache, *args, '--max-cases', 4, '--valid-cases', '5', '--pretrained', 'no', '--seed', 3,
+            '--out', out, env={**os.environ, 'PYTHONHASHSEED': h}, timeout=900)
+        files.append((out/'model.safetensors').read_bytes())
+    assert files[0] == files[1]

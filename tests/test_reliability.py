@@ -572,6 +572,21 @@ def test_same_seed_same_training_and_metrics(work, run_a, model, pred_ref, train
     assert (work/'repro1_summary.csv').read_bytes() == (work/'repro2_summary.csv').read_bytes()
 
 
+@pytest.mark.parametrize('workers', [0, 2])
+def test_same_seed_same_augmented_batches(cache, workers):
+    "2.5D slices with oversampling and nnU-Net's augmentation: the same seed draws the same training batches, with loader workers too"
+    import itertools, torch
+    from fastai.torch_core import set_seed
+    from lits_fastai.data import slice_dls
+    def batches(seed):
+        set_seed(seed)
+        dls = slice_dls(cache, size=32, bs=4, context=3, select='oversample', aug='auto', valid_pct=0.34, seed=seed, num_workers=workers)
+        return [torch.cat([torch.as_tensor(x).as_subclass(torch.Tensor).flatten(), torch.as_tensor(y).as_subclass(torch.Tensor).flatten().float()])
+                for x, y in itertools.islice(dls.train, 3)]
+    a, b, c = batches(3), batches(3), batches(4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == 3
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
 # ============================================================================================ 4. leakage
 def _id_case(i, shape=SHAPE):
     "A case whose every voxel tells its id: HU 100*i + 20 outside the liver, 100*i + 60 inside"
