@@ -142,7 +142,7 @@ class PSNR(LitsMetric):
     @property
     def name(self): return 'psnr'
 
-# %% ../nbs/21_metrics.ipynb #b0a7b8d4
+# %% ../nbs/21_metrics.ipynb #fde2cc28
 SIZE_BINS = {'small': (0., 10.), 'medium': (10., 20.), 'large': (20., math.inf)}   # lesion diameter in mm
 
 class LesionRecall(LitsMetric):
