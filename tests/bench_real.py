@@ -21,8 +21,8 @@ Scores on the test cases, in their stored geometry (`predict_volume` with each m
 Dice (labels 1+2) and tumour Dice (label 2), lesion recall (LiTS rule, IoU > 0.5 after merging, `evaluate.detect_lesions`),
 training seconds and epochs; then the mean and SD over the seeds per system.
 
-    .venv/bin/python tests/bench_real.py                       # auto and bare, 3 seeds, 150 s each: ~25 min on 2 cores
-    .venv/bin/python tests/bench_real.py --papers              # the papers' recipes too: ~60 min
+    .venv/bin/python tests/bench_real.py                       # auto and bare, 3 seeds, 150 s each
+    .venv/bin/python tests/bench_real.py --papers              # the papers' recipes too
     .venv/bin/python tests/bench_real.py --data phantom        # the same on realistic phantom cases
     .venv/bin/python tests/bench_real.py --only auto --recipe-kw '{"aug": null}'   # a variant of auto
 
