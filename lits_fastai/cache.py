@@ -13,9 +13,8 @@ import nibabel as nib
 import cv2
 from filelock import FileLock, Timeout
 from fastcore.parallel import parallel
-from fastcore.script import call_parse
 from .core import LitsError, BadInputError, load_nifti, geometry, read_nifti, to_canonical, to_slices, atomic_path, write_json, slabs
-from .core import label_components, component_sizes, cli_compat, cli_errors
+from .core import label_components, component_sizes
 from .core import has_scaling
 from .discover import scan_cases, case_sort_key
 
@@ -23,7 +22,7 @@ from .discover import scan_cases, case_sort_key
 __all__ = ['FORMAT', 'AFFINE_TOL', 'N_SAMPLE', 'MANIFEST_COLS', 'FINGERPRINT_COLS', 'CASE_COLS', 'DISK_MARGIN', 'stored_hw',
            'CacheWriteError', 'cache_case', 'PrepareResult', 'prepare_cache', 'load_manifest', 'load_case_table',
            'open_case', 'case_meta', 'cache_resolution', 'stored_spacing', 'check_resolution', 'load_fingerprint',
-           'foreground_sample', 'is_cache', 'default_cache', 'ensure_cache', 'lits_prepare']
+           'foreground_sample', 'is_cache', 'default_cache', 'ensure_cache']
 
 # %% ../nbs/03_cache.ipynb #b5cefe35
 def stored_hw(h:int, # slice height (rows, the canonical y axis) in pixels
@@ -230,6 +229,23 @@ def _lesions(can:np.ndarray, box, voxel_ml:float) -> list:
     lab,n = label_components(sub)
     return sorted((round(float(o)*voxel_ml, 4) for o in component_sizes(lab, n)[1:]), reverse=True)
 
+def _open_pair(volume, segmentation) -> tuple:
+    "(volume image, label image, their `Geometry`s), checked to lie on one grid"
+    vi, si = load_nifti(volume), load_nifti(segmentation)
+    gv, gs = geometry(vi), geometry(si)
+    if gv.shape != gs.shape: raise BadInputError(segmentation, f"shape {gs.shape} differs from the volume's {gv.shape} ({volume})")
+    err = float(np.abs(gv.affine - gs.affine).max())
+    if not err <= AFFINE_TOL: raise BadInputError(segmentation, f"affine differs from the volume's by up to {err:.4g} mm ({volume})")
+    return vi, si, gv, gs
+
+def _meta(case, layout, src, gv, res, hw, dtype, sizes, lab, fp) -> dict:
+    "The `meta.json` of a cached case"
+    (X,Y,Z),(sx,sy,_),(H,W) = gv.canonical_shape,gv.spacing,hw
+    return dict(format=FORMAT, case=str(case), layout=layout, source=src, shape=list(gv.shape), affine=gv.affine.tolist(),
+                axcodes=fp['axcodes'], canonical_shape=[X,Y,Z], stack_shape=[Z,Y,X], spacing=list(gv.spacing), resolution=res,
+                stored_shape=[Z,H,W], stored_spacing=[sx*X/W, sy*Y/H], dtype=dtype.name, files=sizes, liver_px=lab.liver,
+                tumor_px=lab.tumor, liver_vox=int(sum(lab.liver)), tumor_vox=int(sum(lab.tumor)), fingerprint=fp)
+
 def cache_case(case:str, # case id
                volume, # CT volume (NIfTI)
                segmentation, # its label map (NIfTI)
@@ -241,11 +257,7 @@ def cache_case(case:str, # case id
     "Check one case and write its slice stacks, foreground sample and `meta.json` to `dest` (raises `BadInputError` for bad input)"
     dest, res = Path(dest), _resolution(size, spacing)
     src = {'volume': _fingerprint(volume), 'segmentation': _fingerprint(segmentation)}
-    vi, si = load_nifti(volume), load_nifti(segmentation)
-    gv, gs = geometry(vi), geometry(si)
-    if gv.shape != gs.shape: raise BadInputError(segmentation, f"shape {gs.shape} differs from the volume's {gv.shape} ({volume})")
-    err = float(np.abs(gv.affine - gs.affine).max())
-    if not err <= AFFINE_TOL: raise BadInputError(segmentation, f"affine differs from the volume's by up to {err:.4g} mm ({volume})")
+    vi,si,gv,gs = _open_pair(volume, segmentation)
     X,Y,Z = gv.canonical_shape; sx,sy,sz = gv.spacing
     hw = stored_hw(Y, X, sy, sx, **res)
     with _writing(dest):
@@ -269,13 +281,9 @@ def cache_case(case:str, # case id
     if ins.lo==ins.hi: raise BadInputError(volume, f"constant intensity {ins.lo:g} in every voxel: not a CT scan")
     (p0, p1, mean, std), sample = ins.stats(seed=zlib.crc32(str(case).encode()), n_sample=N_SAMPLE)
     with _writing(dest): sizes['fg_sample.npy'] = _commit_npy(dest/'fg_sample.npy', sample)
-    H,W = hw
     fp = dict(spacing=[sx,sy,sz], shape=[X,Y,Z], axcodes=''.join(nib.aff2axcodes(gv.affine)), fg_p005=p0, fg_p995=p1, fg_mean=mean, fg_std=std,
               liver_ml=round(lab.n_fg*voxel_ml, 4), tumor_ml=round(lab.n_tumor*voxel_ml, 4), n_lesions=len(lesions), lesion_ml=lesions)
-    meta = dict(format=FORMAT, case=str(case), layout=layout, source=src, shape=list(gv.shape), affine=gv.affine.tolist(),
-                axcodes=fp['axcodes'], canonical_shape=[X,Y,Z], stack_shape=[Z,Y,X], spacing=list(gv.spacing), resolution=res,
-                stored_shape=[Z,H,W], stored_spacing=[sx*X/W, sy*Y/H], dtype=dtype.name, files=sizes, liver_px=lab.liver,
-                tumor_px=lab.tumor, liver_vox=int(sum(lab.liver)), tumor_vox=int(sum(lab.tumor)), fingerprint=fp)
+    meta = _meta(case, layout, src, gv, res, hw, dtype, sizes, lab, fp)
     with _writing(dest): write_json(dest/'meta.json', meta, sort_keys=True)
     _on_commit(dest/'meta.json')
     return meta
@@ -385,6 +393,32 @@ def _case_bytes(volume, res:dict) -> tuple:
 
 def _gb(n) -> str: return f"{n/1e9:.1f} GB" if n >= 1e8 else f"{n/1e6:.1f} MB"
 
+def _check_disk(cache, todo, reso, progress) -> int:
+    "The bytes the cases `todo` need at resolution `reso`; a `CacheWriteError` if the disk of `cache` lacks them"
+    sizes = [_case_bytes(r.volume, reso) for r in todo]
+    need, native = sum(o[0] for o in sizes), sum(o[1] for o in sizes)
+    free = _free_bytes(cache)
+    est = f"{len(todo)} cases need about {_gb(need)} at {_res_name(reso)}" + (f" (native: {_gb(native)})" if need!=native else '')
+    if need*(1+DISK_MARGIN) > free:
+        raise CacheWriteError(f"{cache}: {est} but its disk has only {_gb(free)} free (5% margin asked): free some space or prepare elsewhere"
+                              + (", or store smaller slices (--size 256)" if reso['size'] is None else ''))
+    if progress and todo: print(f"lits-prepare: {est}; {_gb(free)} free in {cache}", flush=True)
+    return need
+
+def _jobs(df, cache, reso, force, res) -> tuple:
+    "({case: meta} of the complete cases, the jobs of the others); unlabelled cases go to `res`"
+    metas, jobs = {}, []
+    for r in df.itertuples():
+        if not r.labelled:
+            if r.layout=='msd' and Path(r.volume).parent.name.lower().startswith('imagests'): res.ignored.append(r.case)
+            else: res.failed.append((str(r.volume), 'missing segmentation (no label map with the same case id)'))
+            continue
+        dest = cache/'cases'/r.case
+        m = None if force else _complete(dest, r.volume, r.segmentation, reso)
+        if m is not None: metas[r.case] = m; res.skipped.append(r.case)
+        else: jobs.append(dict(case=r.case, volume=str(r.volume), segmentation=str(r.segmentation), dest=str(dest), layout=r.layout, **reso))
+    return metas, jobs
+
 def prepare_cache(data, # LiTS-style data: any layout `find_cases` knows
                   cache, # cache folder (created)
                   n_workers:int|None=None, # worker processes (default min(2, cpus); 0: serial)
@@ -400,30 +434,14 @@ def prepare_cache(data, # LiTS-style data: any layout `find_cases` knows
     if old is not None and old.get('format')==FORMAT and _resolution(old.get('size'), old.get('spacing'))!=reso and not force:
         raise BadInputError(cache, f"holds a cache at {_res_name(old)}, this run asks {_res_name(reso)}: prepare into another folder, or add --force to rebuild it at {_res_name(reso)}")
     todo = [r for r in df.itertuples() if r.labelled and (force or _complete(cache/'cases'/r.case, r.volume, r.segmentation, reso) is None)]
-    sizes = [_case_bytes(r.volume, reso) for r in todo]
-    need, native = sum(o[0] for o in sizes), sum(o[1] for o in sizes)
-    free = _free_bytes(cache)
-    est = f"{len(todo)} cases need about {_gb(need)} at {_res_name(reso)}" + (f" (native: {_gb(native)})" if need!=native else '')
-    if need*(1+DISK_MARGIN) > free:
-        raise CacheWriteError(f"{cache}: {est} but its disk has only {_gb(free)} free (5% margin asked): free some space or prepare elsewhere"
-                              + (", or store smaller slices (--size 256)" if reso['size'] is None else ''))
-    if progress and todo: print(f"lits-prepare: {est}; {_gb(free)} free in {cache}", flush=True)
+    need = _check_disk(cache, todo, reso, progress)
     with _writing(cache): cache.mkdir(parents=True, exist_ok=True)
     with _locked(cache):
         with _writing(cache):
             _clean_parts(cache)
             _write_if_changed(cache/'cache.json', json.dumps(dict(format=FORMAT, **reso), indent=1, sort_keys=True) + '\n')
         res = PrepareResult(cache, failed=[(str(f), p) for f,p in problems], resolution=reso, need_bytes=need)
-        metas, jobs = {}, []
-        for r in df.itertuples():
-            if not r.labelled:
-                if r.layout=='msd' and Path(r.volume).parent.name.lower().startswith('imagests'): res.ignored.append(r.case)
-                else: res.failed.append((str(r.volume), 'missing segmentation (no label map with the same case id)'))
-                continue
-            dest = cache/'cases'/r.case
-            m = None if force else _complete(dest, r.volume, r.segmentation, reso)
-            if m is not None: metas[r.case] = m; res.skipped.append(r.case)
-            else: jobs.append(dict(case=r.case, volume=str(r.volume), segmentation=str(r.segmentation), dest=str(dest), layout=r.layout, **reso))
+        metas, jobs = _jobs(df, cache, reso, force, res)
         if n_workers is None: n_workers = min(2, os.cpu_count() or 1)
         if len(jobs) < 2: n_workers = 0
         out = parallel(_cache_job, jobs, n_workers=n_workers, progress=progress) if jobs else []
@@ -548,21 +566,3 @@ def ensure_cache(data, cache=None, n_workers=None, progress=True) -> Path:
     res = prepare_cache(data, cache, n_workers=n_workers, progress=progress)
     for fn,problem in getattr(res, 'failed', []): print(f"skipped {fn}: {problem}", file=sys.stderr)
     return cache
-
-# %% ../nbs/03_cache.ipynb #8c844a69
-@cli_compat
-@call_parse
-def lits_prepare(data:str, # LiTS data: Kaggle layout, flat/nested volume-N/segmentation-N, MSD Task03_Liver, ...
-                 cache:str, # cache folder to create or update
-                 n_workers:int=None, # worker processes (default min(2, cpus); 0: serial)
-                 force:bool=False, # rebuild cases that are already complete (and the whole cache at a new resolution)
-                 size:int=None, # store slices with their larger side at most this many pixels, e.g. 256 (default: native)
-                 spacing:float=None, # or: store slices at about this in-plane pixel spacing in mm (default: native)
-                ):
-    "Cache LiTS cases as memory-mapped axial slice stacks with a per-slice manifest"
-    try: _resolution(size, spacing)
-    except ValueError as e: print(f"lits-prepare: {str(e).replace('size', '--size').replace('spacing', '--spacing')}", file=sys.stderr); sys.exit(2)
-    with cli_errors(None, catch=()): res = prepare_cache(data, cache, n_workers=n_workers, force=force, size=size, spacing=spacing)
-    for f,p in res.failed: print(f"{f}: {p}", file=sys.stderr)
-    print(res.summary())
-    if res.failed: sys.exit(1)

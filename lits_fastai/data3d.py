@@ -332,6 +332,15 @@ class _LabelGetter(Transform):
     def encodes(self, o): return CaseLabel(o.case, o.k)
 def _first_n_split(n, items): return list(range(n)), list(range(n, len(items)))
 
+def _volume_shape(cache, size, mode, patch, target) -> tuple:
+    "The (D, H, W) of the volumes or patches `volume_dls` makes, its arguments checked"
+    if mode not in ('resize', 'patch'): raise ValueError(f"mode must be 'resize' or 'patch', got {mode!r}")
+    if target not in ('liver', 'tumor', 'multiclass'): raise ValueError(f"target must be 'liver', 'tumor' or 'multiclass', got {target!r}")
+    shape = tuple(int(o) for o in (patch if (mode=='patch' and patch is not None) else size))
+    if len(shape)!=3: raise ValueError(f"a 3D size is (D, H, W), got {shape}")
+    if mode=='resize': check_resolution(cache, shape[1:])       # no resampling a --size cache up to the grid
+    return shape
+
 @delegates(split_cases, but='slice_split')
 def volume_dls(cache, # a prepared cache (`lits-prepare`)
                size:tuple=(80, 160, 160), # (D, H, W): volume size ('resize'), or the patch size ('patch') when `patch` is None
@@ -349,12 +358,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
                **kwargs # the patient-level split: `split_cases`'s arguments (`seed` also draws the patches)
               )->DataLoaders: # with `train_cases`, `valid_cases`, `test_cases`, `intensity`, `size`, `mode`, `target` as attributes
     "fastai DataLoaders of whole volumes or balanced patches from `cache`, split by patient"
-    if mode not in ('resize', 'patch'): raise ValueError(f"mode must be 'resize' or 'patch', got {mode!r}")
-    if target not in ('liver', 'tumor', 'multiclass'): raise ValueError(f"target must be 'liver', 'tumor' or 'multiclass', got {target!r}")
-    size = tuple(int(o) for o in size)
-    shape = tuple(int(o) for o in (patch if (mode=='patch' and patch is not None) else size))
-    if len(shape)!=3: raise ValueError(f"a 3D size is (D, H, W), got {shape}")
-    if mode=='resize': check_resolution(cache, shape[1:])       # no resampling a --size cache up to the grid
+    shape = _volume_shape(cache, size, mode, patch, target)
     man = load_manifest(cache)
     sp = split_kwargs(kwargs, but=('slice_split',))
     train_cases, valid_cases = split_cases(man, **sp)

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastcore.script import call_parse
-from .core import read_canonical, to_slices, cli_compat
+from .core import read_canonical, to_slices
 from .synth import make_synth
 from .cache import prepare_cache, load_case_table
 from .discover import find_cases, find_lits_data
@@ -22,10 +21,19 @@ from .evaluate import evaluate_folder
 from .plots import plot_prediction, save_figure
 
 # %% auto #0
-__all__ = ['DEMO_RECIPE', 'demo', 'TutorialData', 'tutorial_data', 'lits_demo']
+__all__ = ['DEMO_RECIPE', 'demo', 'TutorialData', 'tutorial_data']
 
 # %% ../nbs/25_demo.ipynb #6ea11889
 DEMO_RECIPE = dict(schedule='one_cycle', lr=2e-3, select='balanced', loss='hybrid') # the demo's schedule, on top of LT-Net's recipe
+
+def _demo_split(cache, cases:list) -> tuple:
+    "(training, validation, held-out case) of the demo: the last case with a tumour held out, a quarter of the rest validates"
+    tbl = load_case_table(cache)
+    with_tumour = [str(c) for c in tbl.loc[tbl['tumor_vox']>0, 'case']]
+    held = with_tumour[-1] if with_tumour else cases[-1]
+    rest = [c for c in cases if c!=held]
+    valid = rest[-max(1, len(rest)//4):]
+    return [c for c in rest if c not in valid], valid, held
 
 def demo(out='lits_demo', # folder for everything the demo writes
          n_cases:int=6, # synthetic cases: the last one with a tumour is held out, one validates, the others train
@@ -49,12 +57,7 @@ def demo(out='lits_demo', # folder for everything the demo writes
     say(f"caching it in {out/'cache'}")
     cache = out/'cache'
     prepare_cache(data, cache, progress=progress)
-    tbl = load_case_table(cache)
-    with_tumour = [str(c) for c in tbl.loc[tbl['tumor_vox']>0, 'case']]
-    held = with_tumour[-1] if with_tumour else str(cases.index[-1])
-    rest = [str(c) for c in cases.index if str(c)!=held]
-    valid = rest[-max(1, len(rest)//4):]
-    train_cases = [c for c in rest if c not in valid]
+    train_cases,valid,held = _demo_split(cache, [str(c) for c in cases.index])
     say(f"training on cases {', '.join(train_cases)}, validating on {', '.join(valid)}; case {held} is held out")
     learn, model_file = train(cache, arch='ltnet', recipe=r, epochs=epochs, size=size, bs=8, pretrained=False, out=out/'run',
                               valid_cases=valid, test_cases=[held], model_kwargs={'arch': encoder}, seed=seed, progress=progress)
@@ -93,20 +96,3 @@ def tutorial_data(name:str, # the tutorial's name, for its working folder
                 f"synthetic cases of {'x'.join(map(str, shape))} voxels")
     print(f"data: {data} ({what}); run: {'the full recipe' if full else 'smoke size'}; working folder: {work}")
     return TutorialData(data, real, full, work)
-
-# %% ../nbs/25_demo.ipynb #aea80cb7
-@cli_compat
-@call_parse
-def lits_demo(out:str='lits_demo', # folder for the data, cache, model, mask, metrics and picture
-              n_cases:int=6, # synthetic cases
-              epochs:int=5, # training epochs
-              size:int=48, # training slice size
-              encoder:str='resnet18', # LT-Net encoder (resnet50 as published is slower on a CPU)
-              seed:int=0, # random seed
-             ):
-    "Run the whole chain on synthetic data in about a minute on a CPU: data, cache, LT-Net training, NIfTI mask of a held-out case, LiTS metrics, picture"
-    r = demo(out, n_cases=n_cases, epochs=epochs, size=size, encoder=encoder, seed=seed)
-    print(f"held-out case {r['test_case']} (trained on {', '.join(r['train_cases'])}; validated on {', '.join(r['valid_cases'])})")
-    cols = [c for c in ['cls', 'dice', 'jaccard', 'voe', 'rvd', 'assd', 'hd95'] if c in r['metrics']]
-    print(r['metrics'][cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"model: {r['model']}\nmask: {r['mask']}\nmetrics: {Path(out)/'metrics.csv'}\npicture: {r['picture']}\n{r['seconds']:.0f} s")

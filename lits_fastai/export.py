@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from fastcore.script import call_parse
-from .core import LitsError, BadInputError, atomic_path, cli_compat, cli_errors, error_line
+from .core import LitsError, BadInputError, atomic_path, error_line
 from .modelfile import ONNX_INSTALL, _need, input_shape, OnnxModel, read_onnx_contract, load_onnx, check_contract
 from .inference import as_model, Ensemble
 
 # %% auto #0
-__all__ = ['export_onnx', 'lits_export', 'ONNX_INSTALL', 'input_shape', 'OnnxModel', 'read_onnx_contract', 'load_onnx']
+__all__ = ['export_onnx', 'ONNX_INSTALL', 'input_shape', 'OnnxModel', 'read_onnx_contract', 'load_onnx']
 
 # %% ../nbs/35_export.ipynb #89c8c7bf
 _all_ = ['ONNX_INSTALL', 'input_shape', 'OnnxModel', 'read_onnx_contract', 'load_onnx']   # their home is `modelfile`
@@ -64,15 +63,3 @@ def export_onnx(model, # model file, run folder, fastai `Learner`, or `(nn.Modul
             d = float(np.abs(OnnxModel(tmp)(x[:1]).numpy() - ref).max())
             if not d<1e-3: raise LitsError(f"{fn}: the ONNX graph differs from the PyTorch model by {d:.3g}")
     return fn
-
-# %% ../nbs/35_export.ipynb #f5a1dcea
-@cli_compat
-@call_parse
-def lits_export(model:str, # model file (.safetensors) from lits-train, or its run folder
-                out:str, # the ONNX file to write
-                opset:int=17, # ONNX opset
-               ):
-    "Export a model file to ONNX with its preprocessing contract, for `lits-predict` or any ONNX Runtime"
-    with cli_errors('lits-export', catch=()): fn = export_onnx(model, out, opset=opset)
-    c = read_onnx_contract(fn)
-    print(f"wrote {fn} ({c['arch']}, input {['batch', *input_shape(c)[1:]]}, {fn.stat().st_size/2**20:.1f} MB)")

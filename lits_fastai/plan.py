@@ -5,11 +5,10 @@
 # %% ../nbs/26_plan.ipynb #1a77abd3
 from __future__ import annotations
 import math, re, sys, time
-from .core import LitsError, cli_compat, cli_errors, write_json, parse_cases   # first: it quiets a torch warning fastai's import raises
+from .core import LitsError, write_json   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import pandas as pd
 import torch
-from fastcore.script import call_parse
 from .cache import load_manifest, load_fingerprint, foreground_sample, stored_spacing, ensure_cache
 from .split import split_cases
 from .models import build_model
@@ -18,7 +17,7 @@ from .recipes import Recipe, get_recipe
 
 # %% auto #0
 __all__ = ['PLAN_FORMAT', 'MAX_SIDE', 'EPOCHS', 'ENCODERS', 'MIN_EPOCHS', 'fingerprint_summary', 'probe_batch_size', 'step_time',
-           'choose_encoder', 'make_plan', 'plan_recipe', 'show_plan', 'parse_budget', 'lits_plan']
+           'choose_encoder', 'make_plan', 'plan_recipe', 'show_plan', 'parse_budget']
 
 # %% ../nbs/26_plan.ipynb #2d8ba250
 def _spread(v) -> dict:
@@ -202,31 +201,3 @@ def parse_budget(s)->float|None:
         v = h*3600 + mi*60 + se
     if not v > 0: raise ValueError(f"time budget {s!r} must be positive")
     return v
-
-# %% ../nbs/26_plan.ipynb #4898d046
-@cli_compat
-@call_parse
-def lits_plan(data:str, # raw LiTS-style folder or a cache from lits-prepare
-              out:str='plan.json', # the plan file to write
-              valid_cases:str=None, # comma-separated validation case ids, e.g. 3,7
-              valid_pct:float=None, # fraction of cases for validation (default 0.2)
-              test_cases:str=None, # comma-separated case ids kept out of the plan, training and validation
-              size:int=None, # the largest patch side (default: 512 on a GPU, 128 on a CPU)
-              budget:str=None, # training time budget, e.g. 2h or 90m
-              device:str=None, # cuda or cpu (default: cuda if available)
-              seed:int=42, # seed of the split
-              cache:str=None, # where to cache a raw DATA folder
-             ):
-    "Print the fingerprint of the training cases and the auto recipe's plan, and write plan.json"
-    with cli_errors('lits-plan', out=out):
-        c = ensure_cache(data, cache, progress=False)
-        tr,va = split_cases(c, valid_pct, parse_cases(valid_cases), seed=seed, test_cases=parse_cases(test_cases))
-        plan = {**make_plan(c, tr, device, size, parse_budget(budget)), 'valid_cases': va, 'test_cases': parse_cases(test_cases) or []}
-        write_json(out, plan)
-    with pd.option_context('display.width', 200, 'display.max_colwidth', 120):
-        fs = {k: v for k,v in plan['fingerprint'].items() if isinstance(v, dict)}
-        print(f"fingerprint of {len(tr)} training cases ({plan['fingerprint']['tumour slice share']:.0%} of their slices show tumour):")
-        print(pd.DataFrame(fs).T.round(2).to_string())
-        print(f"\nplan for {plan['device']}:")
-        print(show_plan(plan).to_string())
-    print(f"\nplan: {out}")

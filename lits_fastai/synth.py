@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import nibabel as nib
 from scipy import ndimage as ndi
-from fastcore.script import call_parse
-from .core import Geometry, save_nifti, save_image, from_canonical, to_slices, cli_compat, cli_errors, slabs
+from .core import Geometry, save_nifti, save_image, from_canonical, to_slices, slabs
 
 # %% auto #0
-__all__ = ['ORIENTATIONS', 'synth_case', 'synth_geometry', 'synth_plan', 'make_synth', 'lits_synth']
+__all__ = ['ORIENTATIONS', 'synth_case', 'synth_geometry', 'synth_plan', 'make_synth']
 
 # %% ../nbs/01_synth.ipynb #566fa8b7
 class _Field:
@@ -97,10 +96,9 @@ def _draw_scan(rng, P):
     P['noise'] = float(np.exp(_u(rng, np.log(5), np.log(40))))
 
 # %% ../nbs/01_synth.ipynb #6ac4dd44
-def _anatomy(P, u, v, w):
-    "The structures of case `P` at coordinates `u`, `v`, `w` (broadcastable): dict of masks and fields"
-    F = [f(u, v, w) for f in P['fields']]
-    by,sy = P['by'],P['sy']
+def _body(P, u, v, w, F) -> dict:
+    "The body outline, its fat and the abdominal cavity of case `P`"
+    by = P['by']
     th = np.arctan2(v-by, u)
     pert = 1 + sum(c*np.cos(m*th + ph) for m,c,ph in P['c'])
     za,zf,zp = P['zs']
@@ -108,7 +106,11 @@ def _anatomy(P, u, v, w):
     r_in = 1 - P['skin'] - P['fat'] - P['mus']
     A = dict(F=F, rho=rho, body=rho<1, cavity=rho<r_in)
     A['fat'] = (rho>=r_in+P['mus']) & (rho<1-P['skin'])
-    # spine: vertebral body, canal, arch and spinous process, paraspinal muscles
+    return A
+
+def _spine(P, u, v, w, A):
+    "Spine (vertebral body, canal, arch and spinous process), paraspinal muscles, aorta, IVC and ribs, into `A`"
+    by,sy,r_in = P['by'],P['sy'],1 - P['skin'] - P['fat'] - P['mus']
     vb = _ell2(u, v, (0, sy), (.085, .075))
     A['vb'],A['cortex'] = vb<1, (vb<1) & (vb>.68)
     A['disc'] = ((w*P['disc'][0] + P['disc'][1]) % 1 < .18) & (vb<1)
@@ -123,7 +125,10 @@ def _anatomy(P, u, v, w):
         th_w = ang + side*4*(wr-w)
         ribs = ribs | ((_ell2(u, v, (P['a']*rr*np.cos(th_w), by + P['b']*rr*np.sin(th_w)), (.022, .022))<1) & (np.abs(w-wr) < .07))
     A['ribs'] = ribs
-    # kidneys, spleen
+
+def _kidneys_spleen(P, u, v, w, A):
+    "Kidneys with their sinus, and the spleen, into `A`"
+    F,sy = A['F'],P['sy']
     kw,ko,kh = P['kid']
     kid = False; sinus = False
     for side,cw in ((1, kw), (-1, kw+ko)):
@@ -138,7 +143,11 @@ def _anatomy(P, u, v, w):
     scw,srw = w0 + .6*(w1-w0), .4*(w1-w0)
     A['spleen'] = ((p/sru)**2 + (q/srv)**2 + ((w-scw)/srw)**2)*(1+.2*F[0]) < 1
     A['spleen'] &= A['cavity'] & ~A['kidney']
-    # liver: right lobe and left lobe, tapering to the inferior tip, deformed by a smooth field
+
+def _liver(P, u, v, w, A):
+    "The liver: right and left lobe, tapering to the inferior tip, deformed by a smooth field; gallbladder and vessels; into `A`"
+    F,rho,r_in = A['F'],A['rho'],1 - P['skin'] - P['fat'] - P['mus']
+    (w0,w1),(cu,cv,ru,rv),(ku,kl,kv,lru,lrv,lm) = P['lw'],P['lr'],P['ll']
     t = (w-w0)/(w1-w0)
     qr = np.sqrt(np.clip(np.sin(np.pi*np.clip(t, 0, 1)), 1e-3, None)) * (.6 + .4*np.clip(t, 0, 1))
     fr = ((u-cu-.08*(1-t))/(ru*qr))**2 + ((v-cv)/(rv*qr))**2
@@ -152,6 +161,11 @@ def _anatomy(P, u, v, w):
     avoid = A['vb'] | A['para'] | A['aorta'] | A['ivc'] | A['kidney'] | A['spleen'] | A['gb'] | ~(rho < r_in-.01)
     A['fl'],A['liver'] = fl, (fl<1) & ~avoid
     A['vessel'] = A['liver'] & (np.abs(F[2]) < .13) & (np.abs(F[3]) < .13)
+
+def _anatomy(P, u, v, w):
+    "The structures of case `P` at coordinates `u`, `v`, `w` (broadcastable): dict of masks and fields"
+    A = _body(P, u, v, w, [f(u, v, w) for f in P['fields']])
+    for part in (_spine, _kidneys_spleen, _liver): part(P, u, v, w, A)
     return A
 
 # %% ../nbs/01_synth.ipynb #980fb67e
@@ -335,17 +349,3 @@ def make_synth(out, # folder to write into (created)
         else: save_nifti(img, fn, g, dtype=np.int16)
         save_nifti(lbl, out/'segmentations'/f'segmentation-{i}.nii', g, dtype=np.uint8)
     return out
-
-# %% ../nbs/01_synth.ipynb #447e5053
-@cli_compat
-@call_parse
-def lits_synth(out:str, # folder to write the cases into
-               n_cases:int=6, # number of cases
-               seed:int=0, # random seed
-               size:str='128x128x48', # X x Y x Z voxels per case, e.g. 512x512x400 for full-size cases
-               realistic:bool=False, # cases that vary as LiTS scans do: field of view, slice spacing, HU offsets, noise, small lesions
-              ):
-    "Write synthetic LiTS-like CT cases (Kaggle layout: volume_pt*/volume-N.nii, segmentations/segmentation-N.nii)"
-    with cli_errors('lits-synth', catch=ValueError, code=2): shape = _parse_size(size)
-    out = make_synth(out, n_cases=n_cases, seed=seed, shape=shape, realistic=realistic)
-    print(f"wrote {n_cases} {'realistic ' if realistic else ''}synthetic cases of {shape[0]}x{shape[1]}x{shape[2]} voxels to {out}")

@@ -202,6 +202,13 @@ def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, recip
     if arch!=base.arch: base = replace(base, arch=arch)
     return replace(scale(base, **scale_kw, max_cases=sp.max_cases), **(recipe_kw or {})), None, sp
 
+def _fit_budget(learn, r:Recipe, budget:float, say:bool) -> Recipe:
+    "`r` with the epochs that fit 90% of `budget` seconds at the epoch time `time_epoch` measures; set on `learn` too"
+    t = time_epoch(learn)
+    learn.recipe = r = replace(r, epochs=max(1, int(budget*0.9 // t)))
+    if say: print(f"budget {budget:.0f} s: an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
+    return r
+
 def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool):
     "Fit `learn` for `r.epochs`, from the last finished epoch of the run in `out` when `resume`"
     start = 0
@@ -263,10 +270,7 @@ def train(data, # raw LiTS-style folder or prepared cache
         to_distributed(learn)
         if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
                        f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
-    if budget and epochs is None:
-        t = time_epoch(learn)
-        learn.recipe = r = replace(r, epochs=max(1, int(budget*0.9 // t)))
-        if main and progress: print(f"budget {budget:.0f} s: an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
+    if budget and epochs is None: r = _fit_budget(learn, r, budget, say=main and progress)
     _fit(learn, r, out, resume, progress, main)
     model_file = _finish(learn, dls, cache, out, plan, main)
     if dist: distrib_barrier()  # the other processes return once the files are written

@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault('MPLBACKEND', 'Agg')
+# one BLAS/OpenMP thread per test process (and the commands it runs): pytest-xdist runs one process per core
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 def run(*args, ok=True, timeout=600, **kw):
     "Run an installed lits-* command line; return the CompletedProcess"
