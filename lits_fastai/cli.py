@@ -13,7 +13,7 @@ from fastcore.script import call_parse
 from fastai.torch_core import rank_distrib, distrib_barrier
 from .split import Split
 from .plan import parse_budget
-from .evaluate import (LITS_CONNECTIVITY, evaluate_folder, summary_path, write_csv, paired_test, surface_rule)
+from .evaluate import (LITS_CONNECTIVITY, NSD_TOL, evaluate_folder, summary_path, write_csv, paired_test, surface_rule)
 from .plots import write_pictures
 from .report import write_report
 from .train import train, is_distributed
@@ -83,6 +83,7 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
                   pred2:str=None, # a second prediction folder to score and compare case by case (paired tests)
                   min_overlap:float=0.5, # lesion detection: IoU a true lesion's matched prediction must exceed (LiTS 0.5)
                   connectivity:int=LITS_CONNECTIVITY, # surface voxels: 1 face, 2 face+edge (the LiTS scorer's 18-neighbourhood), 3 full 26-neighbourhood
+                  nsd_tol:float=NSD_TOL, # normalised surface Dice: the tolerance in mm (see evaluate's NSD section)
                   n_workers:int=0, # parallel processes (0: score in this process)
                   n_boot:int=1000, # bootstrap resamples for the confidence interval of the mean Dice
                   seed:int=0, # bootstrap seed
@@ -90,7 +91,9 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
                   volumes:str=None, # with --report: the CT volumes (a folder, matched by case id) under the pictures
                  ):
     "LiTS evaluation of predicted label maps against the ground truth: per-case and summary CSVs and a printed table"
-    kw = dict(connectivity=connectivity, min_overlap=min_overlap, n_workers=n_workers, n_boot=n_boot, seed=seed, progress=True)
+    if not 0<=nsd_tol<float('inf'): sys.exit(f"lits-evaluate: --nsd_tol must be a distance in mm, >= 0, not {nsd_tol}")
+    kw = dict(connectivity=connectivity, min_overlap=min_overlap, nsd_tol=nsd_tol, n_workers=n_workers, n_boot=n_boot,
+              seed=seed, progress=True)
     failed = False
     runs = [(pred, out)] + ([(pred2, _with_suffix(out, '_pred2'))] if pred2 else [])
     tables = []
@@ -100,7 +103,8 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
         pics = write_pictures(pc, o)
         print(f"{p}: {pc['case'].nunique() if len(pc) else 0} cases scored, {len(pc.attrs['failed'])} failed -> "
               f"{', '.join(str(f) for f in [o, summary_path(o)] + pics)}")
-        if len(sm): _print_table(f"Summary of {p} ({surface_rule(connectivity)}; parenchyma = label 1 alone)", sm.T)
+        rule = f"{surface_rule(connectivity)}; NSD at {nsd_tol:g} mm; parenchyma = label 1 alone"
+        if len(sm): _print_table(f"Summary of {p} ({rule})", sm.T)
         tables.append(pc)
     if pred2 and all(len(t) for t in tables):
         pt = pd.concat([paired_test(*tables, metric=m) for m in ('dice', 'hd95', 'assd')])
