@@ -77,7 +77,7 @@ def distance_metrics(d_pg:np.ndarray, # distances from the prediction's surface 
     return dict(assd=float(d.mean()), rmsd=float(np.sqrt((d**2).mean())), hd=float(d.max()),
                 hd95=float(np.percentile(d, 95)))
 
-# %% ../nbs/31_evaluate.ipynb #df93029f
+# %% ../nbs/31_evaluate.ipynb #1e43f6bb
 NSD_TOL = 2.0   # mm: the default tolerance of the normalised surface Dice (see the text above)
 
 def _check_tol(tol):
@@ -115,7 +115,7 @@ def overlap_metrics(pred:np.ndarray, # binary predicted mask
     r['nsd'] = surface_dice(*d, nsd_tol) if d is not None else float(empty=='both')
     return dict(**r, empty=empty, pred_vox=p, gt_vox=g, inter_vox=i, pred_ml=p*ml, gt_ml=g*ml)
 
-# %% ../nbs/31_evaluate.ipynb #f92aba98
+# %% ../nbs/31_evaluate.ipynb #301b5a3e
 def voxel_metrics(tp:int, # true positive voxels of the class
                   fp:int, # false positive voxels
                   fn:int, # false negative voxels
@@ -126,7 +126,7 @@ def voxel_metrics(tp:int, # true positive voxels of the class
     return dict(precision=q(tp, tp+fp), recall=q(tp, tp+fn), specificity=q(tn, tn+fp), f1=q(2*tp, 2*tp+fp+fn),
                 accuracy=q(tp+tn, tp+fp+fn+tn))
 
-# %% ../nbs/31_evaluate.ipynb #b4034801
+# %% ../nbs/31_evaluate.ipynb #d700f5ea
 def slice_overlap(pred:np.ndarray, # binary predicted mask, axial slices along the last axis
                   gt:np.ndarray, # binary true mask of the same shape
                  )->dict: # slice_dice_mean, slice_dice_sd, slice_iou_mean, slice_iou_sd, n_slices
@@ -140,7 +140,7 @@ def slice_overlap(pred:np.ndarray, # binary predicted mask, axial slices along t
     (dm,ds),(jm,js) = st(2*i[k]/(p[k]+g[k])),st(i[k]/(p[k]+g[k]-i[k]))
     return dict(slice_dice_mean=dm, slice_dice_sd=ds, slice_iou_mean=jm, slice_iou_sd=js, n_slices=int(k.sum()))
 
-# %% ../nbs/31_evaluate.ipynb #77413b43
+# %% ../nbs/31_evaluate.ipynb #ccf19f56
 def foreground_acc(pred:np.ndarray, # predicted label map, values 0, 1, 2
                    gt:np.ndarray, # true label map of the same shape
                   )->float: # NaN when the ground truth is all background
@@ -162,7 +162,7 @@ def mean_iou(pred:np.ndarray, # predicted label map, values 0, 1, 2
         return np.count_nonzero(p & g)/u if u else 1.
     return float(np.mean([iou(c) for c in classes]))
 
-# %% ../nbs/31_evaluate.ipynb #9f82c5b5
+# %% ../nbs/31_evaluate.ipynb #ddb63630
 def class_metrics(pred:np.ndarray, # binary predicted mask of one class
                   gt:np.ndarray, # binary true mask of the same shape
                   spacing=None, # voxel size in mm along each axis (default 1)
@@ -356,7 +356,7 @@ def summarize(per_case:pd.DataFrame, # per-case table from `evaluate_folder` (on
     if 'connectivity' in per_case: res.attrs['surface'] = '; '.join(surface_rule(int(c)) for c in sorted(per_case['connectivity'].dropna().unique()))
     return res
 
-# %% ../nbs/31_evaluate.ipynb #9aa7c880
+# %% ../nbs/31_evaluate.ipynb #89f6071c
 # the papers' metrics that `paper_summary` averages over the cases
 PAPER_MEANS = ('precision', 'recall', 'specificity', 'f1', 'accuracy', 'nsd', 'miou', 'foreground_acc')
 

@@ -185,7 +185,7 @@ def _img(uri, alt, caption=None) -> str:
     cap = f'<figcaption>{_e(caption)}</figcaption>' if caption else ''
     return f'<figure><img src="{uri}" alt="{_e(alt)}">{cap}</figure>'
 
-# %% ../nbs/34_report.ipynb #15dfff78
+# %% ../nbs/34_report.ipynb #41db7b6a
 # `evaluate.paper_summary` key: column of the report's table of the papers' metrics
 PAPER_COLUMNS = {'slice_dice_mean': 'slice Dice', 'slice_dice_sd': 'slice Dice SD', 'slice_iou_mean': 'slice IoU',
                  'slice_iou_sd': 'slice IoU SD', 'n_slices': 'slices', 'precision_mean': 'precision',
