@@ -383,7 +383,8 @@ def paper_summary(d:pd.DataFrame, # per-case rows of one class, from `evaluate_f
         r['n_slices'] = int(d['n_slices'].sum())
     r.update({f"{k}_mean": float(d[k].mean()) for k in PAPER_MEANS if k in d})
     if 'tn_vox' in d:
-        i,p,g,tn = (int(d[k].sum()) for k in ('inter_vox', 'pred_vox', 'gt_vox', 'tn_vox'))
+        e = d[d['tn_vox'].notna()]                                          # rows of an older table mixed in: left out
+        i,p,g,tn = (int(e[k].sum()) for k in ('inter_vox', 'pred_vox', 'gt_vox', 'tn_vox'))
         r.update({f"{k}_global": v for k,v in voxel_metrics(i, p-i, g-i, tn).items()})
     return r
 
