@@ -78,7 +78,7 @@ def distance_metrics(d_pg:np.ndarray, # distances from the prediction's surface 
                 hd95=float(np.percentile(d, 95)))
 
 # %% ../nbs/31_evaluate.ipynb #1e43f6bb
-NSD_TOL = 2.0   # mm: the default tolerance of the normalised surface Dice (see the text above)
+NSD_TOL = 2.0   # mm: the default tolerance of the normalised surface Dice (why 2 mm: the text above this cell)
 
 def _check_tol(tol):
     if not (np.isfinite(tol) and tol>=0): raise ValueError(f"the NSD tolerance must be a distance >= 0 mm, not {tol}")
