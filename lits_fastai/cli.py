@@ -171,6 +171,31 @@ def _with_suffix(out, sfx) -> Path:
     out = Path(out)
     return out.with_name(f"{out.stem}{sfx}{out.suffix or '.csv'}")
 
+def _score(runs, gt, kw:dict) -> tuple:
+    "Score each (predictions, output CSV) of `runs` against `gt` and print its summary: (per-case tables, whether a case failed)"
+    from lits_fastai.evaluate import evaluate_folder, summary_path, surface_rule
+    from lits_fastai.plots import write_pictures
+    failed, tables = False, []
+    for p,o in runs:
+        with cli_errors(None, out=o, catch=(BadInputError, OSError), name_out=True): pc,sm = evaluate_folder(p, gt, out=o, **kw)
+        failed |= bool(pc.attrs['failed'])
+        pics = write_pictures(pc, o)
+        print(f"{p}: {pc['case'].nunique() if len(pc) else 0} cases scored, {len(pc.attrs['failed'])} failed -> "
+              f"{', '.join(str(f) for f in [o, summary_path(o)] + pics)}")
+        rule = f"{surface_rule(kw['connectivity'])}; NSD at {kw['nsd_tol']:g} mm; parenchyma = label 1 alone"
+        if len(sm): _print_table(f"Summary of {p} ({rule})", sm.T)
+        tables.append(pc)
+    return tables, failed
+
+def _paired(tables, pred, pred2, out, connectivity):
+    "Paired tests of two prediction folders' per-case tables: written beside `out` and printed"
+    import pandas as pd
+    from lits_fastai.evaluate import paired_test, write_csv, surface_rule
+    pt = pd.concat([paired_test(*tables, metric=m) for m in ('dice', 'hd95', 'assd')])
+    write_csv(pt, _with_suffix(out, '_paired'))
+    _print_table(f"Paired tests, A = {pred}, B = {pred2} ({surface_rule(connectivity)})", pt)
+    return pt
+
 @cli_compat
 @call_parse
 def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, labels 0 background, 1 liver, 2 tumour)
@@ -179,6 +204,7 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
                   pred2:str=None, # a second prediction folder to score and compare case by case (paired tests)
                   min_overlap:float=0.5, # lesion detection: IoU a true lesion's matched prediction must exceed (LiTS 0.5)
                   connectivity:int=2, # surface voxels: 1 face, 2 face+edge (the LiTS scorer's 18-neighbourhood), 3 full 26-neighbourhood
+                  nsd_tol:float=2., # normalised surface Dice: the tolerance in mm (see evaluate's NSD section)
                   n_workers:int=0, # parallel processes (0: score in this process)
                   n_boot:int=1000, # bootstrap resamples for the confidence interval of the mean Dice
                   seed:int=0, # bootstrap seed
@@ -186,30 +212,20 @@ def lits_evaluate(pred:str, # folder (or file) of predicted label maps (NIfTI, l
                   volumes:str=None, # with --report: the CT volumes (a folder, matched by case id) under the pictures
                  ):
     "LiTS evaluation of predicted label maps against the ground truth: per-case and summary CSVs and a printed table"
-    import pandas as pd
-    from lits_fastai.evaluate import evaluate_folder, summary_path, write_csv, paired_test, surface_rule
-    from lits_fastai.plots import write_pictures
-    from lits_fastai.report import write_report
-    kw = dict(connectivity=connectivity, min_overlap=min_overlap, n_workers=n_workers, n_boot=n_boot, seed=seed, progress=True)
-    failed = False
+    if not 0<=nsd_tol<float('inf'): sys.exit(f"lits-evaluate: --nsd_tol must be a distance in mm, >= 0, not {nsd_tol}")
+    kw = dict(connectivity=connectivity, min_overlap=min_overlap, nsd_tol=nsd_tol, n_workers=n_workers, n_boot=n_boot,
+              seed=seed, progress=True)
     runs = [(pred, out)] + ([(pred2, _with_suffix(out, '_pred2'))] if pred2 else [])
-    tables = []
-    for p,o in runs:
-        with cli_errors(None, out=o, catch=(BadInputError, OSError), name_out=True): pc,sm = evaluate_folder(p, gt, out=o, **kw)
-        failed |= bool(pc.attrs['failed'])
-        pics = write_pictures(pc, o)
-        print(f"{p}: {pc['case'].nunique() if len(pc) else 0} cases scored, {len(pc.attrs['failed'])} failed -> "
-              f"{', '.join(str(f) for f in [o, summary_path(o)] + pics)}")
-        if len(sm): _print_table(f"Summary of {p} ({surface_rule(connectivity)}; parenchyma = label 1 alone)", sm.T)
-        tables.append(pc)
-    if pred2 and all(len(t) for t in tables):
-        pt = pd.concat([paired_test(*tables, metric=m) for m in ('dice', 'hd95', 'assd')])
-        write_csv(pt, _with_suffix(out, '_paired'))
-        _print_table(f"Paired tests, A = {pred}, B = {pred2} ({surface_rule(connectivity)})", pt)
-    if report and all(len(t) for t in tables):
+    tables, failed = _score(runs, gt, kw)
+    done = all(len(t) for t in tables)
+    pt = _paired(tables, pred, pred2, out, connectivity) if pred2 and done else None
+    if report and done:
+        from lits_fastai.evaluate import surface_rule
+        from lits_fastai.report import write_report
         names = [str(p) for p,_ in runs]
         html = write_report(_with_suffix(Path(out).with_suffix('.html'), '_report'), per_case=dict(zip(names, tables)),
-                            pairwise=pt.reset_index() if pred2 else None, volumes=volumes, title=f"LiTS evaluation of {', '.join(names)}",
+                            pairwise=None if pt is None else pt.reset_index(), volumes=volumes,
+                            title=f"LiTS evaluation of {', '.join(names)}",
                             notes=[f"Ground truth: {gt}. Surfaces: {surface_rule(connectivity)}."])
         print(f"report: {html}")
     if failed: sys.exit(1)

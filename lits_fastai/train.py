@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from fastcore.script import call_parse
 from fastai.torch_core import set_seed, num_distrib, rank_distrib, distrib_barrier
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.progress import CSVLogger
 from .recipes import Recipe, get_recipe, scale
 from .cache import prepare_cache, open_case, load_manifest, ensure_cache, is_cache, default_cache
@@ -30,7 +30,7 @@ from .plan import make_plan, plan_recipe, parse_budget
 
 # %% auto #0
 __all__ = ['recipe_dls', 'is_distributed', 'init_distributed', 'to_distributed', 'time_epoch', 'choose_valid_postprocess',
-           'train']
+           'EpochBudget', 'train']
 
 # %% ../nbs/24_train.ipynb #96fa13ed
 def recipe_dls(cache, # a prepared cache
@@ -185,6 +185,25 @@ def choose_valid_postprocess(learn, # a trained `Learner`
         return choose_postprocess(folder/'pred', folder/'gt', c.get('target', 'multiclass'))
     finally: shutil.rmtree(folder, ignore_errors=True)
 
+# %% ../nbs/24_train.ipynb #666d2343
+class EpochBudget(Callback):
+    "End training at the last epoch that fits before `deadline`, as measured on the first epoch; the schedule still ends"
+    order = 100                                            # after an epoch's loggers and checkpoints
+    def __init__(self, deadline:float, # `time.monotonic()` by which training should be done
+                 say:bool=True): # print the correction when there is one
+        self.deadline,self.say = deadline,say
+    def before_fit(self): self.t0,self.planned,self.n0 = time.monotonic(),None,self.n_epoch
+    def after_epoch(self):
+        if self.planned is None:
+            t = time.monotonic() - self.t0
+            self.planned = min(self.n_epoch, self.epoch + 1 + max(0, int((self.deadline - time.monotonic()) // t)))
+            if self.planned < self.n_epoch:
+                if self.say: print(f"budget: the first epoch took {t:.1f} s, so {self.planned} epochs, not {self.n_epoch}", flush=True)
+                self.learn.pct_train = (self.epoch + 1)/self.planned   # the schedule's remaining steps spread over fewer epochs
+                self.learn.n_epoch = self.planned
+                if getattr(self.learn, 'recipe', None) is not None: self.learn.recipe = replace(self.learn.recipe, epochs=self.planned)
+        if self.planned < self.n0 and self.epoch + 1 >= self.planned: raise CancelFitException()
+
 # %% ../nbs/24_train.ipynb #47d24ea7
 def _run_cache(data, cache, progress) -> Path:
     "The prepared cache of `data`, made once (by the first process of a distributed run)"
@@ -202,15 +221,15 @@ def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, recip
     if arch!=base.arch: base = replace(base, arch=arch)
     return replace(scale(base, **scale_kw, max_cases=sp.max_cases), **(recipe_kw or {})), None, sp
 
-def _fit_budget(learn, r:Recipe, budget:float, say:bool) -> Recipe:
-    "`r` with the epochs that fit 90% of `budget` seconds at the epoch time `time_epoch` measures; set on `learn` too"
-    t = time_epoch(learn)
-    learn.recipe = r = replace(r, epochs=max(1, int(budget*0.9 // t)))
-    if say: print(f"budget {budget:.0f} s: an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
-    return r
+def _fit_budget(learn, r:Recipe, budget:float, deadline:float, say:bool, dist:bool) -> tuple:
+    "(`r` with the epochs that fit 90% of the time left before `deadline` at `time_epoch`'s estimate, an `EpochBudget`)"
+    left, t = deadline - time.monotonic(), time_epoch(learn)
+    learn.recipe = r = replace(r, epochs=max(1, int(left*0.9 // t)))
+    if say: print(f"budget {budget:.0f} s ({left:.0f} s left): an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
+    return r, None if dist else [EpochBudget(deadline, say=say)]   # processes of a distributed run stop together
 
-def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool):
-    "Fit `learn` for `r.epochs`, from the last finished epoch of the run in `out` when `resume`"
+def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool, cbs=None):
+    "Fit `learn` for `r.epochs`, from the last finished epoch of the run in `out` when `resume`; `cbs` for a fresh start only"
     start = 0
     if resume: start = resume_from(learn)
     elif main:
@@ -221,9 +240,10 @@ def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool):
             if isinstance(cb, CSVLogger): cb.append = True
     if start >= r.epochs and (out/'checkpoints'/'best.pth').exists(): learn.load('best')
     if start < r.epochs:
-        if progress: learn.fit_recipe(start_epoch=start)
+        cbs = None if start else cbs
+        if progress: learn.fit_recipe(start_epoch=start, cbs=cbs)
         else:
-            with learn.no_bar(), learn.no_logging(): learn.fit_recipe(start_epoch=start)
+            with learn.no_bar(), learn.no_logging(): learn.fit_recipe(start_epoch=start, cbs=cbs)
 
 def _finish(learn, dls, cache, out:Path, plan, main:bool) -> Path:
     "Write the run's files: the post-processing `auto` chose on the validation cases, the model file, the curves"
@@ -254,7 +274,7 @@ def train(data, # raw LiTS-style folder or prepared cache
           **split_kw, # the split's fields one by one: valid_cases, valid_pct, fold, n_folds, max_cases, seed, test_cases
          ):
     "Train `arch` (or `'auto'`, configured from the data) with its recipe on a patient-level split of `data`; returns the learner and the model file"
-    sp = Split.of(split, **split_kw)
+    t0,sp = time.monotonic(),Split.of(split, **split_kw)
     dist,cache = is_distributed(),_run_cache(data, cache, progress)
     main = rank_distrib()==0
     budget = parse_budget(budget)
@@ -270,8 +290,9 @@ def train(data, # raw LiTS-style folder or prepared cache
         to_distributed(learn)
         if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
                        f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
-    if budget and epochs is None: r = _fit_budget(learn, r, budget, say=main and progress)
-    _fit(learn, r, out, resume, progress, main)
+    bcb = None
+    if budget and epochs is None: r,bcb = _fit_budget(learn, r, budget, t0+budget, say=main and progress, dist=dist)
+    _fit(learn, r, out, resume, progress, main, bcb)
     model_file = _finish(learn, dls, cache, out, plan, main)
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file

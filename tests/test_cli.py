@@ -72,7 +72,7 @@ def test_auto_plans_on_training_cases_trains_to_a_budget_and_replays_in_the_scan
     out = tmp_path/'auto'
     p = run('lits-train', synth_cache, '--arch', 'auto', '--size', 32, '--valid-cases', '4', '--test-cases', '5', '--budget', '20s',
             '--pretrained', 'no', '--out', out, timeout=900)
-    assert re.search(r'budget 20 s: an epoch takes about [\d.]+ s here, so \d+ epochs', p.stdout), p.stdout
+    assert re.search(r'budget 20 s \(\d+ s left\): an epoch takes about [\d.]+ s here, so \d+ epochs', p.stdout), p.stdout
     saved = json.loads((out/'plan.json').read_text())
     assert saved['train_cases'] == plan['train_cases'] and saved['choices']['intensity'] == plan['choices']['intensity']
     from lits_fastai.learner import read_contract

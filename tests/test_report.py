@@ -90,6 +90,13 @@ def test_report_in_chromium(report, browser):
     h[col].click()
     v = [float(o) for o in _column(browser, cases, col)]
     assert v == sorted(v) and len(v) == 4
+    # the papers' metrics: one row per system and class; the eroded system predicts nothing false, the dilated misses nothing
+    papers = browser.find_element(By.CSS_SELECTOR, '#papers table')
+    names = [h.text for h in papers.find_elements(By.TAG_NAME, 'th')]
+    assert _column(browser, papers, 0) == ['shrink', 'shrink', 'grow', 'grow']
+    assert {'slice Dice', 'slice Dice SD', 'precision', 'recall', 'specificity', 'F1', 'mIoU', 'foreground acc', 'NSD'} <= set(names)
+    assert _column(browser, papers, names.index('precision'))[:2] == ['1.000', '1.000']
+    assert _column(browser, papers, names.index('recall'))[2:] == ['1.000', '1.000']
     errors = [e for e in browser.get_log('browser') if e['level'] == 'SEVERE']
     assert not errors, f"console errors: {errors}"
 
@@ -116,5 +123,7 @@ def test_report_of_a_smoke_lits_compare_in_chromium(browser, tmp_path_factory):
         v = [float(o) for o in _column(browser, table, col)]
         assert v == sorted(v, reverse=bool(k)) and len(v) == 2
     assert browser.find_elements(By.CSS_SELECTOR, '#pairwise table'), 'no paired differences'
+    papers = browser.find_element(By.CSS_SELECTOR, '#papers table')                # the papers' metrics of the out-of-fold cases
+    assert len(_column(browser, papers, 0)) == 4                                    # 2 systems x (liver, tumour)
     errors = [e for e in browser.get_log('browser') if e['level'] == 'SEVERE']
     assert not errors, f"console errors: {errors}"
