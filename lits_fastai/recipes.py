@@ -52,7 +52,7 @@ class Recipe:
 # %% ../nbs/22_recipes.ipynb #5b8b756f
 RECIPES = {
     'ltnet': Recipe('ltnet', 'ltnet', paper='LT-Net: U-Net with a ResNet50 encoder (fastai)', loss='ce', opt='adam', lr=1e-4, wd=0.1,
-        epochs=10, bs=16, size=128, intensity={'kind': 'window_hist', 'windows': [[150, 30]], 'bins': None, 'stats': 'imagenet'}, aug='fastai',
+        epochs=10, bs=16, size=128, intensity={'kind': 'window_hist', 'windows': [[150, 30]], 'bins': None}, aug='fastai',
         select='all', monitor='valid_loss', model_kwargs={'arch': 'resnet50'},
         notes="Filled in for the paper: (1) its random slice split is replaced by a patient-level split; (2) its learning rate "
               "is not given: 1e-4, not fastai's default 1e-3, because at 1e-3 the model does not train from scratch: "
@@ -64,10 +64,9 @@ RECIPES = {
               "from scratch otherwise; (4) the histogram-scaling bins are fitted on the training cases; (5) its "
               "augmentation (rotation, flip, scale, contrast) is fastai's aug_transforms with their default limits; "
               "(6) 'best model' is taken as the lowest validation loss (SaveModelCallback's default); (7) the thesis "
-              "normalises its input with fastai's Normalize.from_stats(*imagenet_stats) (which unet_learner adds for a pretrained "
-              "encoder) on 3-channel images: here the two channels (liver window, histogram-scaled) are normalised with the "
-              "statistics of ImageNet's first two channels, whose kernels fastai's rule adapts to them, with or without ImageNet "
-              "weights; (8) how long the thesis keeps the pretrained encoder frozen (unet_learner freezes it until unfreeze or "
+              "normalises its augmented batches with fastai's Normalize.from_stats(*imagenet_stats) (which unet_learner adds for a "
+              "pretrained encoder): not applied here, the input stays in [0, 1], because the package's intensity transform runs "
+              "before fastai's lighting augmentation, which clamps to [0, 1]; (8) how long the thesis keeps the pretrained encoder frozen (unet_learner freezes it until unfreeze or "
               "fine_tune) is not given: nothing is frozen, every layer trains from the first epoch."),
     'hybrid': Recipe('hybrid', 'hybrid', paper='Hybrid CNN-Transformer (2D, 20.3M parameters)', loss='hybrid',
         loss_kwargs={'focal_weight': 0.5, 'alpha': 0.25, 'gamma': 2., 'smooth': 1e-6}, opt='adam', lr=1e-4, wd=1e-5,

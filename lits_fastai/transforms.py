@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import cv2
 from fastai.data.transforms import Transform
-from fastai.vision.core import TensorImage, TensorImageBase, imagenet_stats
+from fastai.vision.core import TensorImage, TensorImageBase
 from fastai.torch_core import show_image
 
 # %% auto #0
@@ -184,33 +184,20 @@ class HistScale(Intensity):
         return self.bins
     def apply(self, x): return hist_scaled(x, self._bins())[..., None, :, :]
 
-def _norm_stats(stats, n:int):
-    "`stats` as ([means], [stds]) of `n` channels: None, 'imagenet' (the first `n` of fastai's `imagenet_stats`) or two lists"
-    if stats is None: return None
-    if isinstance(stats, str):
-        if stats!='imagenet' or n>3: raise ValueError(f"stats must be 'imagenet' (for up to 3 channels) or [means, stds], got {stats!r} for {n} channels")
-        stats = [o[:n] for o in imagenet_stats]
-    m,s = [[float(o) for o in v] for v in stats]
-    if len(m)!=n or len(s)!=n or min(s)<=0: raise ValueError(f"stats must give {n} means and {n} positive stds, got {stats!r}")
-    return np.array(m, np.float32)[:, None, None],np.array(s, np.float32)[:, None, None]
-
 class WindowHist(HistScale):
-    "fastai's `to_nchan`: one channel per window, then the histogram-scaled slice; `stats` normalises them as fastai's `Normalize`"
+    "fastai's `to_nchan`: one channel per window, then the histogram-scaled slice"
     kind = 'window_hist'
-    def __init__(self, windows=((150,30),), bins=None, stats=None):
-        super().__init__(bins); self.windows,self.stats = _window_pairs(windows),stats
-        self._ms = _norm_stats(stats, self.n_channels)
+    def __init__(self, windows=((150,30),), bins=None): super().__init__(bins); self.windows = _window_pairs(windows)
     @property
     def n_channels(self): return len(self.windows) + 1
     @property
-    def config(self): return {'kind': self.kind, 'windows': self.windows, 'bins': self.bins, **({'stats': self.stats} if self.stats else {})}
+    def config(self): return {'kind': self.kind, 'windows': self.windows, 'bins': self.bins}
     def apply(self, x):
         x = np.asarray(x)
         bins = self._bins()
         out = np.empty(x.shape[:-2] + (self.n_channels,) + x.shape[-2:], np.float32)
         for i,(w,l) in enumerate(self.windows): out[..., i, :, :] = windowed(x, w, l)
         out[..., -1, :, :] = hist_scaled(x, bins)
-        if self._ms is not None: out -= self._ms[0]; out /= self._ms[1]
         return out
 
 class MinMaxClaheGamma(Intensity):
