@@ -31,7 +31,7 @@ from .plan import plan_recipe
 from .models import build_model, MODELS, MODEL_INFO
 from .transforms import intensity_from_config
 from .losses import LOSSES
-from .metrics import lits_metrics, lesion_metrics
+from .metrics import lits_metrics, lesion_metrics, LITS_METRICS
 from .tracking import tracking_callbacks
 
 # %% auto #0
@@ -199,6 +199,7 @@ def build_learner(dls, # DataLoaders from `slice_dls`, `png_dls` or `volume_dls`
     if metrics is None:
         bt = None if r.target=='multiclass' else r.target
         metrics = lits_metrics(n_out, binary_target=bt) + (lesion_metrics(r.spacing, binary_target=bt) if r.spacing and bt!='liver' else [])
+        if r.monitor in LITS_METRICS and r.monitor not in [m.name for m in metrics]: metrics.append(LITS_METRICS[r.monitor](binary_target=bt))
     cbs = list(cbs or []) + tracking_callbacks(log, kwargs.get('path') or '.')
     cbs += [HistoryLogger('history.csv'), EpochCheckpoint()]
     if save_best and r.monitor: cbs.append(_ResumableSave(monitor=r.monitor, comp=np.less if r.comp=='min' else np.greater, fname='best'))

@@ -8,7 +8,7 @@ import json, copy
 from dataclasses import dataclass, field, asdict, replace
 
 # %% auto #0
-__all__ = ['RECIPES', 'AUTO', 'Recipe', 'get_recipe', 'scale']
+__all__ = ['RECIPES', 'AUTO', 'BASELINES', 'Recipe', 'baseline_recipe', 'get_recipe', 'scale']
 
 # %% ../nbs/22_recipes.ipynb #838b1f68
 @dataclass
@@ -63,7 +63,11 @@ RECIPES = {
               "warm-up only delays the jump to the moment the rate reaches 1e-3; (3) ImageNet weights as published when they are on disk or can be downloaded, "
               "from scratch otherwise; (4) the histogram-scaling bins are fitted on the training cases; (5) its "
               "augmentation (rotation, flip, scale, contrast) is fastai's aug_transforms with their default limits; "
-              "(6) 'best model' is taken as the lowest validation loss (SaveModelCallback's default)."),
+              "(6) 'best model' is taken as the lowest validation loss (SaveModelCallback's default); (7) the thesis "
+              "normalises its augmented batches with fastai's Normalize.from_stats(*imagenet_stats) (which unet_learner adds for a "
+              "pretrained encoder): not applied here, the input stays in [0, 1], because the package's intensity transform runs "
+              "before fastai's lighting augmentation, which clamps to [0, 1]; (8) how long the thesis keeps the pretrained encoder frozen (unet_learner freezes it until unfreeze or "
+              "fine_tune) is not given: nothing is frozen, every layer trains from the first epoch."),
     'hybrid': Recipe('hybrid', 'hybrid', paper='Hybrid CNN-Transformer (2D, 20.3M parameters)', loss='hybrid',
         loss_kwargs={'focal_weight': 0.5, 'alpha': 0.25, 'gamma': 2., 'smooth': 1e-6}, opt='adam', lr=1e-4, wd=1e-5,
         epochs=100, bs=8, size=256, intensity={'kind': 'minmax_clahe_gamma', 'clip_limit': 2.0, 'tiles': 8, 'gamma': 1.2},
@@ -80,8 +84,9 @@ RECIPES = {
               "is not given (it trains on a LiTS PNG slice set): the abdomen window (400/50); (3) its slice selection is "
               "not given: slices that contain liver; (4) its augmentation is not given: fastai's aug_transforms; "
               "(5) the best checkpoint is taken by validation Dice of the target; (6) the model's sizes (widths, depths, "
-              "heads) are choices documented in models.cafct."),
-    'dyntransnet': Recipe('dyntransnet', 'dyntransnet', paper='DynTransNet (3D, binary liver)', dims=3, target='liver',
+              "heads) are choices documented in models.cafct; (7) its split is not described: the package's patient-level "
+              "split."),
+    'dyntransnet': Recipe('dyntransnet', 'dyntransnet', paper='DynTransNet (3D, one sigmoid mask: liver here)', dims=3, target='liver',
         loss='dice', opt='adam', lr=1e-4, epochs=300, bs=2, size=(96, 96, 96), mode='patch',
         intensity={'kind': 'clip', 'lo': -100, 'hi': 400}, aug='3d', monitor='liver_dice',
         notes="Patches sampled with a balanced (1:1) foreground/background ratio after a foreground (body) crop. Filled "
@@ -90,19 +95,25 @@ RECIPES = {
               "models.dyntransnet; (3) the intensity normalisation is not specified: HU clipped to [-100, 400] and "
               "scaled, as the 3D U-Net paper; (4) spacing standardisation is the cache's canonical orientation without "
               "resampling; (5) its flips, rotations, scaling and shifts are the package's 3D affine augmentation with "
-              "its default limits; (6) the best checkpoint is taken by validation liver Dice."),
-    'dyntransnet2d': Recipe('dyntransnet2d', 'dyntransnet2d', paper='DynTransNet, 2D variant (binary liver)', target='liver',
+              "its default limits; (6) the best checkpoint is taken by validation liver Dice; (7) the paper segments "
+              "\"liver and tumor regions\" with one sigmoid output and reports one Dice (93.12) without saying of which "
+              "region: the recipe trains one binary mask, the liver (labels 1 and 2), and target='tumor' the tumour; "
+              "(8) its split is not described: the package's patient-level split."),
+    'dyntransnet2d': Recipe('dyntransnet2d', 'dyntransnet2d', paper='DynTransNet, 2D variant (one sigmoid mask: liver)', target='liver',
         loss='dice', opt='adam', lr=1e-4, epochs=300, bs=8, size=256, intensity={'kind': 'clip', 'lo': -100, 'hi': 400},
         aug='fastai', select='all', monitor='liver_dice',
         notes="Not published: the paper is 3D; this 2D variant keeps its recipe (Dice loss, Adam 1e-4, 300 epochs) on "
               "slices, with batch 8 at 256x256, fastai's aug_transforms and the 3D recipe's intensity clipping (all choices)."),
     'unet3d': Recipe('unet3d', 'unet3d', paper='3D U-Net (binary liver)', dims=3, target='liver', loss='combo', opt='adam',
         lr=1e-4, epochs=120, bs=1, size=(80, 160, 160), mode='resize', intensity={'kind': 'clip', 'lo': -100, 'hi': 400},
-        aug=None, monitor='liver_dice',
-        notes="Every volume resampled to 160x160x80 (trilinear CT, nearest mask); no augmentation, as published "
-              "(aug='3d' adds the package's 3D augmentation); best checkpoint by mean per-volume validation Dice. Filled "
-              "in for the paper: (1) the Focal Tversky parameters are not given: alpha 0.7, beta 0.3, gamma 0.75 "
-              "(Abraham and Khan's); mixed precision is used on GPUs (bf16 where supported, else fp16)."),
+        aug=None, monitor='liver_mean_dice',
+        notes="Every volume resampled to 160x160x80 (trilinear CT, nearest mask); no augmentation, as published: the "
+              "recipe's aug=None is passed to volume_dls, whose default augments (aug='3d' adds the package's 3D "
+              "augmentation); best checkpoint by the mean per-volume validation Dice ('liver_mean_dice', each validation "
+              "item being one whole volume), as published; mixed precision on GPUs (bf16 where supported, else fp16). "
+              "Filled in for the paper: (1) the Focal Tversky parameters are not given: alpha 0.7, beta 0.3, gamma 0.75 "
+              "(Abraham and Khan's); (2) no weight decay is given: none; (3) its split is not described: the package's "
+              "patient-level split."),
 }
 
 # %% ../nbs/22_recipes.ipynb #f223471d
@@ -116,8 +127,30 @@ AUTO = Recipe('auto', 'smp:Unet:resnet18', paper="lits_fastai's own recipe, conf
           "last epoch's weights (nnU-Net's final checkpoint): a best epoch picked on a few validation slices is noise. The plan "
           "(plan.make_plan) sets the pixel spacing, patch size, batch size, context, encoder and epochs.")
 
+# %% ../nbs/22_recipes.ipynb #e8860cbd
+BASELINES = {   # MONAI baseline -> (the recipe of the paper whose table shows it, the network's configuration)
+    'monai:SegResNet': ('dyntransnet', "MONAI's SegResNet at its defaults (8 initial filters, blocks (1,2,2,4) down and (1,1,1) up)"),
+    'monai:AttentionUnet': ('cafct', "channels 64, 128, 256, 512, 1024 with four stride-2 levels (the U-Net widths), a choice"),
+    'monai:UNETR': ('dyntransnet', "UNETR's published ViT-B (feature size 16, hidden 768, MLP 3072, 12 heads, 16^3 patches)"),
+    'monai:SwinUNETR': ('dyntransnet', "Swin UNETR's published feature size 48, MONAI's other defaults"),
+    'monai:VNet': ('dyntransnet', "MONAI's VNet (V-Net's published 16-256 channels)"),
+}
+_PAPER = {'dyntransnet': 'DynTransNet', 'cafct': 'CAFCT-Net'}
+
+def baseline_recipe(name:str, # 'monai:<Net>', a key of `BASELINES` in any case
+                   ) -> Recipe:
+    "The recipe of a MONAI baseline: that of the paper whose table shows it, so that both train alike"
+    key = {k.lower(): k for k in BASELINES}.get(str(name).lower())
+    if key is None: raise KeyError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+    base,cfg = BASELINES[key]
+    p = _PAPER[base]
+    notes = (f"A baseline of {p}'s table, trained as {p} (recipe '{base}', whose notes list its own fill-ins). Filled in for the "
+             f"paper: (1) {p} does not give its baselines' training: its own recipe; (2) nor their sizes: {cfg}.")
+    return replace(copy.deepcopy(RECIPES[base]), name=name, arch=name, paper=f"MONAI {key[6:]}, a baseline in {p}'s table",
+                   model_kwargs={}, notes=notes)
+
 # %% ../nbs/22_recipes.ipynb #a02713c7
-def get_recipe(name:str, # recipe name ('ltnet', 'hybrid', 'cafct', 'dyntransnet', 'unet3d') or an 'smp:...' architecture
+def get_recipe(name:str, # recipe name ('ltnet', 'hybrid', 'cafct', 'dyntransnet', 'unet3d'), an 'smp:...' architecture or 'monai:<Net>'
                **overrides # any `Recipe` field to change
               ) -> Recipe:
     "A copy of the named recipe with `overrides` applied"
@@ -126,7 +159,8 @@ def get_recipe(name:str, # recipe name ('ltnet', 'hybrid', 'cafct', 'dyntransnet
     elif name.startswith('smp:'):
         r = Recipe(name, name, paper='segmentation-models-pytorch baseline', loss='ce', opt='adam', lr=1e-3, epochs=20, bs=16,
                    size=256, intensity={'kind': 'window', 'windows': [[150, 30]]}, aug='fastai')
-    else: raise KeyError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}, 'auto' or 'smp:<Arch>[:<encoder>]'")
+    elif name.startswith('monai:'): r = baseline_recipe(name)
+    else: raise KeyError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}, 'auto', 'smp:<Arch>[:<encoder>]' or 'monai:<Net>'")
     bad = set(overrides) - set(Recipe.__dataclass_fields__)
     if bad: raise TypeError(f"unknown recipe fields: {sorted(bad)}")
     new = replace(r, **{k:copy.deepcopy(v) for k,v in overrides.items() if v is not None})

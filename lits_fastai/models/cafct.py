@@ -4,6 +4,7 @@
 
 # %% ../../nbs/12_models.cafct.ipynb #89167ff7
 from __future__ import annotations
+from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from .hybrid import DoubleConv
 
 # %% auto #0
 __all__ = ['ConvBNReLU', 'CNNBranch', 'SRAttention', 'OverlapPatchEmbed', 'ConvMlp', 'PVTBlock', 'TransformerBranch',
-           'SqueezeExcite', 'AFF', 'ASPP', 'AttentionGate', 'CAFCTNet', 'cafct']
+           'SqueezeExcite', 'AFF', 'ASPP', 'AttentionGate', 'CAFCTConfig', 'CAFCTNet', 'cafct']
 
 # %% ../../nbs/12_models.cafct.ipynb #a92d2efc
 def ConvBNReLU(ni:int, # input channels
@@ -193,21 +194,38 @@ class AttentionGate(nn.Module):
     def forward(self, x, g): return x * self.coefficients(x, g)
 
 # %% ../../nbs/12_models.cafct.ipynb #140360a1
+@dataclass(frozen=True)
+class CAFCTConfig:
+    "The sizes of CAFCT-Net and its ablation switches; the defaults are the configuration documented above"
+    dims: tuple = (64,128,256,512) # channels per level, shared by both branches
+    cnn_depths: tuple = (3,4,6,3) # ResNet basic blocks per level of the CNN branch (ResNet34)
+    tr_depths: tuple = (2,2,2,2) # Transformer blocks per level (PVT-v2-b1)
+    heads: tuple = (1,2,4,8) # attention heads per level (64 channels per head)
+    sr_ratios: tuple = (8,4,2,1) # spatial reduction of keys/values per level (PVT)
+    mlp_ratios: tuple = (8,8,4,4) # feed-forward expansion per level (PVT-v2)
+    drop_path: float = 0.1 # stochastic depth of the Transformer branch
+    se_reduction: int = 16 # reduction of the SE channel attention in AFF
+    aspp_ch: int = 256 # channels of the ASPP branches and output (DeepLabv3)
+    rates: tuple = (6,12,18) # ASPP dilation rates (DeepLabv3)
+    use_transformer: bool = True # False: ablation 'without Transformer', a second CNN branch in its place
+    use_aff: bool = True # False: ablation with concat + 1x1 conv instead of AFF
+    use_aspp: bool = True # False: ablation with a 1x1 conv instead of ASPP
+    use_ag: bool = True # False: ablation with plain skip connections
+
 class CAFCTNet(nn.Module):
     "CAFCT-Net: CNN + PVT encoders fused by AFF, ASPP bottleneck, attention-gated skips, bilinear decoder"
-    def __init__(self, n_in:int=1, n_out:int=1, dims=(64,128,256,512), cnn_depths=(3,4,6,3), tr_depths=(2,2,2,2),
-                 heads=(1,2,4,8), sr_ratios=(8,4,2,1), mlp_ratios=(8,8,4,4), drop_path:float=0.1, se_reduction:int=16,
-                 aspp_ch:int=256, rates=(6,12,18), use_transformer:bool=True, use_aff:bool=True, use_aspp:bool=True, use_ag:bool=True):
+    def __init__(self, n_in:int=1, n_out:int=1, config:CAFCTConfig|None=None, **kwargs):
         super().__init__()
-        dims = tuple(dims)
+        self.config = c = replace(config or CAFCTConfig(), **kwargs)
+        dims,cnn_depths,sr_ratios,aspp_ch,use_transformer = tuple(c.dims),c.cnn_depths,c.sr_ratios,c.aspp_ch,c.use_transformer
         self.min_size = max(4*sr*2**i for i,sr in enumerate(sr_ratios)) if use_transformer else 32
         self.cnn = CNNBranch(n_in, dims, cnn_depths)
-        if use_transformer: self.transformer = TransformerBranch(n_in, dims, tr_depths, heads, sr_ratios, mlp_ratios, drop_path)
+        if use_transformer: self.transformer = TransformerBranch(n_in, dims, c.tr_depths, c.heads, sr_ratios, c.mlp_ratios, c.drop_path)
         else: self.cnn2 = CNNBranch(n_in, dims, cnn_depths)   # 'without Transformer': a second CNN branch in its place, as in the paper
-        self.fuse = nn.ModuleList([AFF(2*d, d, se_reduction if use_aff else None) for d in dims])
-        self.bottleneck = ASPP(dims[3], aspp_ch, rates) if use_aspp else ConvBNReLU(dims[3], aspp_ch, 1)
+        self.fuse = nn.ModuleList([AFF(2*d, d, c.se_reduction if c.use_aff else None) for d in dims])
+        self.bottleneck = ASPP(dims[3], aspp_ch, c.rates) if c.use_aspp else ConvBNReLU(dims[3], aspp_ch, 1)
         g_chs = (dims[1], dims[2], aspp_ch)           # gating signal of each level: the next coarser decoder output
-        if use_ag: self.gates = nn.ModuleList([AttentionGate(dims[i], g_chs[i]) for i in range(3)])
+        if c.use_ag: self.gates = nn.ModuleList([AttentionGate(dims[i], g_chs[i]) for i in range(3)])
         self.dec = nn.ModuleList([DoubleConv(g_chs[i] + dims[i], dims[i], nested=True) for i in range(3)])
         self.head = nn.ModuleList([ConvBNReLU(dims[0], max(dims[0]//2, 1)), nn.Conv2d(max(dims[0]//2, 1), n_out, 1)])
 
@@ -230,21 +248,8 @@ class CAFCTNet(nn.Module):
 # %% ../../nbs/12_models.cafct.ipynb #2c354a13
 def cafct(n_in:int=1, # input channels
           n_out:int=1, # output channels (1: one binary target, tumour or liver, as published)
-          dims=(64,128,256,512), # channels per level, shared by both branches
-          cnn_depths=(3,4,6,3), # ResNet basic blocks per level of the CNN branch (ResNet34)
-          tr_depths=(2,2,2,2), # Transformer blocks per level (PVT-v2-b1)
-          heads=(1,2,4,8), # attention heads per level (64 channels per head)
-          sr_ratios=(8,4,2,1), # spatial reduction of keys/values per level (PVT)
-          mlp_ratios=(8,8,4,4), # feed-forward expansion per level (PVT-v2)
-          drop_path:float=0.1, # stochastic depth of the Transformer branch
-          se_reduction:int=16, # reduction of the SE channel attention in AFF
-          aspp_ch:int=256, # channels of the ASPP branches and output (DeepLabv3)
-          rates=(6,12,18), # ASPP dilation rates (DeepLabv3)
-          use_transformer:bool=True, # False: ablation 'without Transformer', a second CNN branch in its place
-          use_aff:bool=True, # False: ablation with concat + 1x1 conv instead of AFF
-          use_aspp:bool=True, # False: ablation with a 1x1 conv instead of ASPP
-          use_ag:bool=True, # False: ablation with plain skip connections
+          config:CAFCTConfig|None=None, # sizes and ablation switches (default: `CAFCTConfig()`, the configuration documented above)
+          **kwargs # fields of `CAFCTConfig` to change: `dims`, `cnn_depths`, ..., `use_transformer`, `use_aff`, `use_aspp`, `use_ag`
          )->CAFCTNet:
     "CAFCT-Net (see the References page); the defaults are the configuration documented above"
-    return CAFCTNet(n_in, n_out, dims, cnn_depths, tr_depths, heads, sr_ratios, mlp_ratios, drop_path, se_reduction,
-                    aspp_ch, rates, use_transformer, use_aff, use_aspp, use_ag)
+    return CAFCTNet(n_in, n_out, config, **kwargs)

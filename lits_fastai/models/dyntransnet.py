@@ -281,6 +281,12 @@ class DecoderStage(nn.Module):
         self.refine = RM(nf, d, residual=use_rm)
     def forward(self, x, skip): return self.refine(self.fuse(_fit(self.up(x), skip), skip))
 
+def _stages(ch, depths, heads, windows, shift, drop_path, checkpoint, **kw) -> nn.ModuleList:
+    "The encoder's D-MSA stages, the stochastic depth rising linearly over all their blocks"
+    dpr = torch.linspace(0, drop_path, sum(depths)).tolist()
+    return nn.ModuleList([DynStage(c, n, h, w, shift, dpr[sum(depths[:i]):sum(depths[:i+1])], checkpoint, **kw)
+                          for i,(c,n,h,w) in enumerate(zip(ch, depths, heads, windows))])
+
 class DynTransNet(nn.Module):
     "DynTransNet: D-MSA Swin-style encoder, FM-M + RM convolutional decoder; returns logits (2D or 3D)"
     def __init__(self, n_in:int=1, # input channels
@@ -314,12 +320,9 @@ class DynTransNet(nn.Module):
         self.stem = ConvNormAct2(n_in, embed, d, residual=False)
         self.embed = Conv(n_in, embed, self.patch, stride=self.patch)
         self.embed_norm = nn.LayerNorm(embed)
-        dpr = torch.linspace(0, drop_path, sum(depths)).tolist()
-        kw = dict(mlp_ratio=mlp_ratio, dynamic=use_dmsa, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop)
-        self.stages = nn.ModuleList([
-            DynStage(c, n, h, None if global_from is not None and i>=global_from else window, shift,
-                     dpr[sum(depths[:i]):sum(depths[:i+1])], checkpoint, **kw)
-            for i,(c,n,h) in enumerate(zip(ch, depths, heads))])
+        windows = [None if global_from is not None and i>=global_from else window for i in range(len(depths))]
+        self.stages = _stages(ch, depths, heads, windows, shift, drop_path, checkpoint, mlp_ratio=mlp_ratio, dynamic=use_dmsa,
+                              qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop)
         self.merges = nn.ModuleList([PatchMerging(c, d) for c in ch[:-1]])
         self.skip_norms = nn.ModuleList([nn.LayerNorm(c) for c in ch])
         fkw = dict(d=d, use_fmm=use_fmm, use_rm=use_rm, fmm_ratio=fmm_ratio)
@@ -359,7 +362,7 @@ DYNTRANSNET_ABLATION = {
 }
 
 def dyntransnet(n_in:int=1, # input channels
-                n_out:int=1, # output channels (1: binary liver, as published)
+                n_out:int=1, # output channels (1: one sigmoid mask; the paper's covers "liver and tumor regions", the recipe trains the liver)
                 img_size:tuple=(96, 96, 96), # nominal (training patch) size; any size runs (96^3: a choice, not published)
                 patch=2, # patch embedding size (a choice, not published)
                 embed:int=48, # C, channels after the patch embedding (a choice, not published: Swin-UNETR's)
