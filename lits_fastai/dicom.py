@@ -89,7 +89,8 @@ def series_affine(headers, # the headers of one series' slices
     across = np.linalg.norm(steps - dz[:,None]*n, axis=1).max()
     tilt = float(headers[0].get('GantryDetectorTilt', 0) or 0)
     if across > max(1e-2*dz.min(), 1e-3) or abs(tilt) > 1e-3:
-        raise LitsError(f"gantry tilt: slices shifted by up to {across:.3g} mm across the slice normal" + (f" (tilt {tilt:g} degrees)" if tilt else ''))
+        why = f"slices shifted by up to {across:.3g} mm across the slice normal" + (f", tilt {tilt:g} degrees" if tilt else '')
+        raise LitsError(f"gantry tilt ({why})")
     _check_spacing(dz)
     A = np.eye(4)
     A[:3,0],A[:3,1],A[:3,2],A[:3,3] = r*dc,c*dr,(pos[order[-1]]-pos[order[0]])/(len(pos)-1),pos[order[0]]
@@ -215,7 +216,8 @@ def write_seg(mask, # label map on the series' grid: nibabel image from `read_se
     from lits_fastai import __version__
     lab = np.asarray(mask.dataobj if hasattr(mask, 'dataobj') else mask)
     if lab.shape!=(headers[0].Columns, headers[0].Rows, len(headers)):
-        raise LitsError(f"a mask of shape {lab.shape} does not lie on a series of {len(headers)} slices of {headers[0].Columns}x{headers[0].Rows}")
+        raise LitsError(f"a mask of shape {lab.shape} does not lie on a series of {len(headers)} slices "
+                        f"of {headers[0].Columns}x{headers[0].Rows}")
     frames = np.transpose(lab, (2, 1, 0))
     px = np.stack([frames>=1, frames==2][:len(labels)], -1).astype(np.uint8)
     seg = hd.seg.Segmentation(source_images=headers, pixel_array=px, segmentation_type='BINARY', segment_descriptions=seg_segments(labels),

@@ -246,7 +246,7 @@ def entropy_map(p:torch.Tensor, # class probabilities `(B, n, ...)`; n=1: a bina
                )->torch.Tensor: # `(B, ...)` in [0, 1]
     "Entropy of the class probabilities `p`, divided by its largest value (log of the number of classes)"
     if p.shape[1]==1: p = torch.cat([1-p, p], 1)
-    return -(p*p.clamp_min(1e-12).log()).sum(1)/math.log(p.shape[1])
+    return (p*(1/p.clamp_min(1e-12)).log()).sum(1)/math.log(p.shape[1])   # sum of p log(1/p): no negative zeros
 
 def _maps(p:torch.Tensor, binary:bool, probs:bool, uncertainty:bool) -> list:
     "The foreground probability and the normalised entropy of class probabilities `p` `(B, n, ...)`, those asked for"
@@ -333,7 +333,7 @@ def volume_probs(model, # module or `Ensemble`
 def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, probs:bool=False, sw_batch_size:int=4,
                      uncertainty:bool=False, # also the normalised entropy of the mean class probabilities
                     ):
-    "Label map `(Z,H,W)` uint8 of a slice stack with a 3D model or ensemble (resized whole, or sliding window over patches), then the maps asked for"
+    "Label map `(Z,H,W)` uint8 of a slice stack with a 3D model or ensemble (resized whole, or sliding window), then the maps asked for"
     p = volume_probs(model, contract, stack, tta, sw_batch_size)
     binary = len(contract['classes'])==2
     lab = ((p[0,0]>0.5) if binary else p[0].argmax(0)).to(torch.uint8).cpu().numpy()
@@ -354,7 +354,8 @@ def read_scan(src, # NIfTI file, nibabel image, DICOM `Series`, or a folder hold
     "Read a CT scan and check that it holds intensities a model can segment"
     if isinstance(src, (str, Path)) and Path(src).is_dir():
         ss = find_series(src)
-        if len(ss)!=1: raise BadInputError(src, f"{len(ss)} DICOM series in this folder: predict_files segments each" if ss else 'no DICOM series in this folder')
+        if not ss: raise BadInputError(src, 'no DICOM series in this folder')
+        if len(ss)>1: raise BadInputError(src, f"{len(ss)} DICOM series in this folder: predict_files segments each")
         src = ss[0]
     if isinstance(src, Series): (img,hdrs),fn = read_series(src),src.folder
     elif isinstance(src, (str, Path)): img,hdrs,fn = load_nifti(src),None,Path(src)
@@ -475,7 +476,7 @@ def plan_scans(inp, # what `find_scans` takes
                out, # the output folder, or one file (.nii, .nii.gz, or .dcm for a DICOM SEG) for one scan
                fmt:str='nifti', # 'nifti' or 'seg' (an `out` ending in .dcm means 'seg')
               )->tuple: # ([Scan], [(path, problem)], one output file?)
-    "The scans of `inp` and their mask files under `out`: NIfTI volumes keep their names (`mask_name`), DICOM series are named after their folders"
+    "The scans of `inp` and their mask files in `out`: NIfTI volumes keep their names (`mask_name`), DICOM series take their folders'"
     out = Path(out)
     fmt = 'seg' if out.suffix.lower()=='.dcm' else fmt
     if fmt not in ('nifti', 'seg'): raise LitsError(f"unknown mask format {fmt!r}: use nifti or seg (DICOM SEG)")
@@ -506,7 +507,7 @@ def scan_stats(mask, # label map (nibabel image or array): 0 background, 1 liver
                spacing=None, # voxel size along the array's axes (mm); default: from the image's affine
                uncertainty=None, # normalised entropy map on the same grid (image or array), or None
               )->dict:
-    "Liver and tumour volumes (mL), lesion count, the largest lesion's longest diameter (mm), and the doubt: mean uncertainty in the predicted liver"
+    "Liver and tumour volumes (mL), lesion count, the largest lesion's longest diameter (mm), and the doubt (mean uncertainty in the liver)"
     if spacing is None: spacing = np.sqrt((np.asarray(mask.affine)[:3,:3]**2).sum(0))
     lab = np.asarray(mask.dataobj if hasattr(mask, 'dataobj') else mask)
     ml = float(np.prod(spacing))/1000
@@ -535,7 +536,7 @@ def run_pipeline(items, # what to work on, in order
                  workers:int=2, # reading threads; 0: everything in this thread, one item after another
                  pbar:bool=True, # one progress bar over the items
                 ): # yields (item, row, None) or (item, None, (file, problem)) for each item
-    "`write(item, work(item, read(item)))` for every item, reading ahead and writing in background threads; a `BadInputError` fails one item only"
+    "`write(item, work(item, read(item)))` for every item, reading ahead and writing in background threads; a `BadInputError` fails one item"
     if not workers:
         for it in progress_bar(items, display=pbar): yield it, *_attempt(lambda: write(it, work(it, read(it))))
         return
@@ -572,8 +573,9 @@ def _work(m, c, opts:dict, keep:bool, scan:Scan, data:tuple) -> dict:
     d,read_s = data
     t = time.perf_counter()
     imgs = segment_scan(m, c, d, **opts)
+    kinds = [k for k,on in (('prob', opts.get('probs')), ('uncertainty', opts.get('uncertainty'))) if on]
     return dict(images=imgs, headers=d.headers, data=d if keep else None, read_s=read_s, predict_s=time.perf_counter()-t,
-                labels=(1,) if len(c['classes'])==2 else (1, 2), kinds=[k for k in ('prob', 'uncertainty') if opts.get(k.replace('prob', 'probs'))])
+                labels=(1,) if len(c['classes'])==2 else (1, 2), kinds=kinds)
 
 def _write(png:bool, folder:Path, scan:Scan, job:dict) -> dict:
     "Write a scan's mask (NIfTI, or DICOM SEG for a .dcm name), its maps and picture; its summary row"
@@ -585,7 +587,8 @@ def _write(png:bool, folder:Path, scan:Scan, job:dict) -> dict:
         for o,k in zip(maps, job['kinds']): save_image(o, dst.with_name(f"{stem}_{k}.nii.gz"))
         if png:                                         # liver green, tumour red
             d = job['data']
-            overlay_png(nifti_like(d.arr, d.geom, dtype=d.arr.dtype, canonical=False), mask, folder/'pictures'/f"{stem}.png", title=f"{stem}")
+            vol = nifti_like(d.arr, d.geom, dtype=d.arr.dtype, canonical=False)
+            overlay_png(vol, mask, folder/'pictures'/f"{stem}.png", title=stem)
     except OSError as e: raise BadInputError(dst, f"cannot write ({e.strerror or e})") from None
     unc = maps[job['kinds'].index('uncertainty')] if 'uncertainty' in job['kinds'] else None
     return dict(scan=scan.name, mask=str(dst), **scan_stats(mask, uncertainty=unc), read_s=job['read_s'], predict_s=job['predict_s'],
@@ -641,7 +644,7 @@ def predict_files(model, # model file, run or ensemble folder, list of model fil
 @cli_compat
 @call_parse
 def lits_predict(model:str, # model file from lits-train (or its .onnx from lits-export: runs with onnxruntime), its run folder, or an ensemble folder (lits-compare, lits-train --folds)
-                 input:str, # a NIfTI volume, a DICOM series folder, or a folder of NIfTI volumes and/or DICOM series (found by Series Instance UID)
+                 input:str, # a NIfTI volume, a DICOM series folder, or a folder of NIfTI volumes and/or DICOM series
                  out:str, # output folder, or one file for one scan (.nii.gz; .dcm: a DICOM SEG)
                  tta:bool=False, # flip test-time augmentation
                  no_post:bool=False, # skip post-processing
@@ -652,12 +655,12 @@ def lits_predict(model:str, # model file from lits-train (or its .onnx from lits
                  allow_pickle:bool=False, # also load a pickled fastai Learner (.pkl): it runs code from the file, so only one you trust
                  sw_batch_size:int=4, # windows per forward pass of a 3D patch model (more: faster on a GPU, more memory)
                  format:str='nifti', # masks as nifti, or seg: a DICOM Segmentation of each DICOM series (an OUT ending in .dcm means seg)
-                 uncertainty:bool=False, # also write <name>_uncertainty.nii.gz (entropy of the mean class probabilities: telling with --tta or an ensemble) and each scan's doubt in the summary
+                 uncertainty:bool=False, # also write <name>_uncertainty.nii.gz (entropy; with --tta or an ensemble) and a doubt per scan
                  overwrite:bool=False, # segment again the scans whose mask exists (default: skip them)
                  workers:int=2, # threads reading scans ahead and writing masks while the model predicts (0: one scan after another)
                  summary:str=None, # the summary CSV, one row per scan (default: OUT/summary.csv for an output folder)
                 ):
-    "Segment CT scans (NIfTI files or DICOM series) into masks (0 background, 1 liver, 2 tumour) in each scan's own geometry, as NIfTI or DICOM SEG"
+    "Segment CT scans (NIfTI or DICOM series) into masks (0 background, 1 liver, 2 tumour) in each scan's geometry, as NIfTI or DICOM SEG"
     with cli_errors('lits-predict', catch=()):
         res = predict_files(model, input, out, fmt=format, overwrite=overwrite, workers=workers, summary=summary, png=png, device=device,
                             allow_pickle=allow_pickle, tta=tta, post=not no_post, bs=bs, probs=probs, uncertainty=uncertainty,

@@ -17,7 +17,7 @@ doubt, the lower the Dice) and the table.
 The model: smp's U-Net with a resnet18 encoder, trained `--epochs` epochs at `--size` pixels on four synthetic cases
 (a small model trained briefly, as the benchmark needs masks of varying quality, not a good model).
 
-    .venv/bin/python tests/bench_predict_many.py                                     # 12 scans of 96x96x48, 16 noisy cases
+    .venv/bin/python tests/bench_predict_many.py                                     # 8 scans of 128x128x48, 12 noisy cases
     .venv/bin/python tests/bench_predict_many.py --n-scans 6 --shape 64x64x24 --n-cases 8 --repeats 1   # a quick run
 """
 import argparse, shutil, statistics, tempfile, threading, time
@@ -103,10 +103,10 @@ def doubt_vs_dice(a, model, tmp:Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--n-scans', type=int, default=12); ap.add_argument('--shape', default='96x96x48')
-    ap.add_argument('--workers', type=int, default=2); ap.add_argument('--repeats', type=int, default=3)
-    ap.add_argument('--n-cases', type=int, default=16); ap.add_argument('--max-noise', type=float, default=300.)
-    ap.add_argument('--epochs', type=int, default=3); ap.add_argument('--size', type=int, default=64)
+    ap.add_argument('--n-scans', type=int, default=8); ap.add_argument('--shape', default='128x128x48')
+    ap.add_argument('--workers', type=int, default=2); ap.add_argument('--repeats', type=int, default=2)
+    ap.add_argument('--n-cases', type=int, default=12); ap.add_argument('--max-noise', type=float, default=300.)
+    ap.add_argument('--epochs', type=int, default=6); ap.add_argument('--size', type=int, default=64)
     a = ap.parse_args()
     a.shape = tuple(int(o) for o in a.shape.split('x'))
     tmp = Path(tempfile.mkdtemp(prefix='bench_many_'))

@@ -27,6 +27,8 @@ def cases(tmp_path_factory):
     assert len(written) == 2 and not failed
     return tmp, mf
 
+UMASK = os.umask(0o022); os.umask(UMASK)   # this process's umask, which the command line inherits
+
 def canonical(fn):
     img = nib.load(fn)
     return to_canonical(np.asarray(img.dataobj), geometry(img)), geometry(img).canonical_affine
@@ -86,6 +88,7 @@ def test_bad_series_are_named_in_one_line_and_the_good_ones_give_a_dicom_seg_equ
         fn = tmp/'seg'/f'good_study_series{s.number}.dcm'
         ds = pydicom.dcmread(fn)
         assert ds.Modality == 'SEG' and ds.ReferencedSeriesSequence[0].SeriesInstanceUID == s.uid
+        assert fn.stat().st_mode & 0o777 == 0o666 & ~UMASK, oct(fn.stat().st_mode)        # not mkstemp's private 0600
         assert [o.SegmentedPropertyTypeCodeSequence[0].CodeValue for o in ds.SegmentSequence] == ['10200004', '108369006']
         a, aa = canonical(tmp/'from_dicom'/f'study_series{s.number}.nii.gz')
         assert np.array_equal(to_canonical(read_seg(fn, headers), geometry(img)), a)
