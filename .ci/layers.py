@@ -9,7 +9,7 @@ from check_shape import graph_of
 
 LAYERS = [  # (layer, its modules in the order they may import each other), bottom first
     ('foundation', ['core']),
-    ('data in', ['synth', 'discover', 'recipes', 'transforms', 'cache', 'split']),
+    ('data in', ['synth', 'dicom', 'discover', 'recipes', 'transforms', 'cache', 'split']),
     ('tensors and scores', ['models', 'losses', 'metrics', 'tracking', 'evaluate']),
     ('loaders and pictures', ['data', 'data3d', 'png', 'plots', 'postprocess']),
     ('the model', ['plan', 'modelfile', 'learner']),

@@ -63,7 +63,7 @@ def demo(out='lits_demo', # folder for everything the demo writes
                               valid_cases=valid, test_cases=[held], model_kwargs={'arch': encoder}, seed=seed, progress=progress)
     say(f"segmenting held-out case {held} with {model_file}")
     vol, seg = Path(cases.loc[held, 'volume']), Path(cases.loc[held, 'segmentation'])
-    written, failed = predict_files(model_file, vol, out/'pred', pbar=progress)
+    written, failed = predict_files(model_file, vol, out/'pred', pbar=progress, overwrite=True)   # a new model: a new mask
     say("scoring it with the LiTS metrics and drawing it")
     per_case, summary = evaluate_folder(out/'pred', seg, out=out/'metrics.csv', n_boot=200, verbose=False)
     img,_ = read_canonical(vol); pred,_ = read_canonical(written[0]); gt,_ = read_canonical(seg)

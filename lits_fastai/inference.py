@@ -4,7 +4,10 @@
 
 # %% ../nbs/30_inference.ipynb #7483c76b
 from __future__ import annotations
-import sys, math, json, os, shutil, contextlib
+import sys, math, json, os, shutil, contextlib, time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import tempfile
@@ -12,6 +15,10 @@ import nibabel as nib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from functools import partial
+import pandas as pd
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, to_canonical, from_canonical,
@@ -19,15 +26,18 @@ from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, t
                               bbox, slabs, label_components, component_sizes, axial_slice, cli_errors)
 from .transforms import intensity_from_config
 from .discover import scan_cases
+from .dicom import Series, find_series, read_series, write_seg
 from .plots import show_overlay, save_figure
 from .data import slice_input, context_index, resize_chw, as_hw, plane_shape
 from .modelfile import load_model_file, model_contract, read_contract
 from .postprocess import NO_POST, DEFAULT_POST, post_config, apply_postprocess, postprocess, drop_small
 
 # %% auto #0
-__all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'as_model', 'check_members', 'Ensemble', 'ensemble_files', 'load_ensemble',
-           'write_ensemble', 'SliceInput', 'autocast_for', 'SliceProbs', 'predict_slices', 'gaussian_weight',
-           'sliding_window', 'volume_probs', 'predict_volume3d', 'predict_volume', 'overlay_png', 'mask_name',
+__all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'SUMMARY_COLS', 'as_model', 'check_members', 'Ensemble', 'ensemble_files',
+           'load_ensemble', 'write_ensemble', 'SliceInput', 'autocast_for', 'SliceProbs', 'entropy_map',
+           'predict_slices', 'gaussian_weight', 'sliding_window', 'volume_probs', 'predict_volume3d', 'ScanData',
+           'read_scan', 'segment_scan', 'predict_volume', 'overlay_png', 'mask_name', 'Scan', 'find_scans',
+           'plan_scans', 'longest_diameter', 'scan_stats', 'run_pipeline', 'Predicted', 'write_summary',
            'predict_files', 'lits_predict', 'read_contract_safe']
 
 # %% ../nbs/30_inference.ipynb #0ffe1689
@@ -232,23 +242,34 @@ def _pad_to(x:torch.Tensor, m:int) -> torch.Tensor:
     out[..., :H, :W] = x
     return out
 
+def entropy_map(p:torch.Tensor, # class probabilities `(B, n, ...)`; n=1: a binary model's foreground probability
+               )->torch.Tensor: # `(B, ...)` in [0, 1]
+    "Entropy of the class probabilities `p`, divided by its largest value (log of the number of classes)"
+    if p.shape[1]==1: p = torch.cat([1-p, p], 1)
+    return (p*(1/p.clamp_min(1e-12)).log()).sum(1)/math.log(p.shape[1])   # sum of p log(1/p): no negative zeros
+
+def _maps(p:torch.Tensor, binary:bool, probs:bool, uncertainty:bool) -> list:
+    "The foreground probability and the normalised entropy of class probabilities `p` `(B, n, ...)`, those asked for"
+    return [o.cpu().numpy().astype(np.float16) for o,on in (((p[:,0] if binary else 1-p[:,0]), probs), (entropy_map(p), uncertainty)) if on]
+
 @torch.inference_mode()
 def predict_slices(model, contract:dict, stack:np.ndarray, # (Z,H,W) slice stack in HU
                    bs:int=16, tta:bool=False, probs:bool=False, pbar:bool=True,
                    spacing=None, # the stack's pixel spacing (row, column) in mm (models trained at a fixed spacing need it)
+                   uncertainty:bool=False, # also the entropy of the mean class probabilities (members and flips), normalised to [0, 1]
                   ):
-    "Label map `(Z,H,W)` uint8 (and optionally foreground probabilities) of a slice stack with a 2D/2.5D model or ensemble"
+    "Label map `(Z,H,W)` uint8 of a slice stack with a 2D/2.5D model or ensemble, then the float16 maps asked for (`probs`, `uncertainty`)"
     sp = SliceProbs(model, contract, stack, tta, spacing=spacing)
     Z,H,W = stack.shape
     out = np.zeros((Z,H,W), np.uint8)
-    pmap = np.zeros((Z,H,W), np.float16) if probs else None
+    maps = [np.zeros((Z,H,W), np.float16) for on in (probs, uncertainty) if on]
     for s in progress_bar(range(0, Z, bs), display=pbar, leave=False):
         zs = range(s, min(s+bs, Z))
         p = sp(zs)
         lab = (p[:,0]>0.5).to(torch.uint8) if sp.binary else p.max(1).indices.to(torch.uint8)   # on CPU ~10x faster than argmax(1)
         out[s:s+len(zs)] = lab.cpu().numpy()
-        if probs: pmap[s:s+len(zs)] = (p[:,0] if sp.binary else 1-p[:,0]).cpu().numpy()
-    return (out, pmap) if probs else out
+        for o,q in zip(maps, _maps(p, sp.binary, probs, uncertainty)): o[s:s+len(zs)] = q
+    return (out, *maps) if maps else out
 
 # %% ../nbs/30_inference.ipynb #69a6bf09
 def gaussian_weight(patch, sigma_scale=0.125) -> torch.Tensor:
@@ -309,17 +330,65 @@ def volume_probs(model, # module or `Ensemble`
         del x
     return p/len(members) if len(members)>1 else p
 
-def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, probs:bool=False, sw_batch_size:int=4):
-    "Label map `(Z,H,W)` uint8 of a slice stack with a 3D model or ensemble (resized whole, or sliding window over patches)"
+def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, probs:bool=False, sw_batch_size:int=4,
+                     uncertainty:bool=False, # also the normalised entropy of the mean class probabilities
+                    ):
+    "Label map `(Z,H,W)` uint8 of a slice stack with a 3D model or ensemble (resized whole, or sliding window), then the maps asked for"
     p = volume_probs(model, contract, stack, tta, sw_batch_size)
     binary = len(contract['classes'])==2
     lab = ((p[0,0]>0.5) if binary else p[0].argmax(0)).to(torch.uint8).cpu().numpy()
-    if not probs: return lab
-    return lab, (p[0,0] if binary else 1-p[0,0]).cpu().numpy().astype(np.float16)
+    maps = _maps(p, binary, probs, uncertainty)
+    return (lab, *[o[0] for o in maps]) if maps else lab
 
 # %% ../nbs/30_inference.ipynb #690c4cd2
+@dataclass
+class ScanData:
+    "A scan read for segmentation: its voxels as stored, its geometry, its name for messages, and a DICOM series' headers"
+    arr: np.ndarray # voxels in the stored orientation, in HU
+    geom: object # its `core.Geometry`
+    name: Path # the file, or the series' folder, for messages
+    headers: list|None = None # a DICOM series' slice headers in volume order (a DICOM SEG refers to them)
+
+def read_scan(src, # NIfTI file, nibabel image, DICOM `Series`, or a folder holding one DICOM series
+             )->ScanData:
+    "Read a CT scan and check that it holds intensities a model can segment"
+    if isinstance(src, (str, Path)) and Path(src).is_dir():
+        ss = find_series(src)
+        if not ss: raise BadInputError(src, 'no DICOM series in this folder')
+        if len(ss)>1: raise BadInputError(src, f"{len(ss)} DICOM series in this folder: predict_files segments each")
+        src = ss[0]
+    if isinstance(src, Series): (img,hdrs),fn = read_series(src),src.folder
+    elif isinstance(src, (str, Path)): img,hdrs,fn = load_nifti(src),None,Path(src)
+    else: img,hdrs,fn = src,None,Path(src.get_filename() or 'image')
+    arr = read_nifti(img, fn)
+    if arr.dtype.kind=='f' and not np.isfinite(arr).all(): raise BadInputError(fn, 'NaN or infinite intensities')
+    if arr.min()==arr.max(): raise BadInputError(fn, f"constant intensity {arr.min():g} in every voxel: not a CT scan")
+    return ScanData(arr, geometry(img), fn, hdrs)
+
+def segment_scan(model, # module or `Ensemble`, in eval mode
+                 contract:dict, # its contract
+                 scan:ScanData, # from `read_scan`
+                 tta:bool=False, # average over flips
+                 post=True, # post-processing: True (an ensemble's chosen steps, else the task's default), False, or a dict of steps
+                 bs:int=16, # slices per batch (2D models)
+                 probs:bool=False, # also the foreground probability map
+                 pbar:bool=False, # a progress bar over the batches
+                 sw_batch_size:int=4, # windows per forward pass of a 3D patch model
+                 uncertainty:bool=False, # also the entropy of the mean class probabilities (over members and flips), in [0, 1]
+                )->list: # [mask, then the maps asked for], nibabel images in the scan's geometry
+    "Segment a scan read by `read_scan`: a uint8 mask and float32 maps on the scan's own grid"
+    g = scan.geom
+    can = to_canonical(scan.arr, g)
+    stack = np.flip(np.swapaxes(can, 0, 2), (1, 2)) if contract['dims']==2 else to_slices(can)   # 2D: a view, read batch by batch
+    sx,sy,sz = g.spacing
+    if contract['dims']==2: res = predict_slices(model, contract, stack, bs, tta, probs, pbar, (sy, sx), uncertainty)
+    else: res = predict_volume3d(model, contract, stack, tta, probs, sw_batch_size, uncertainty)
+    lab,*maps = res if isinstance(res, tuple) else (res,)
+    apply_postprocess(lab, (sz, sy, sx), post_config(post, contract), contract.get('target', 'multiclass'))
+    return [nifti_like(from_slices(lab), g)] + [nifti_like(from_slices(o.astype(np.float32)), g, dtype=np.float32) for o in maps]
+
 def predict_volume(model, # model file, run or ensemble folder, list of model files, Learner, or (module, contract)
-                   nifti, # a NIfTI file name or a loaded nibabel image
+                   nifti, # a NIfTI file name, a loaded nibabel image, a DICOM `Series` or a folder holding one DICOM series
                    tta:bool=False, # average over flips
                    post=True, # post-processing: True (an ensemble's chosen steps, else the task's default), False, or a dict of steps
                    bs:int=16, # slices per batch (2D models)
@@ -327,24 +396,13 @@ def predict_volume(model, # model file, run or ensemble folder, list of model fi
                    probs:bool=False, # also return the foreground probability map (as a second image)
                    pbar:bool=False,
                    sw_batch_size:int=4, # windows per forward pass of a 3D patch model
+                   uncertainty:bool=False, # also return the normalised entropy map (after the probabilities, if asked for)
                   ):
-    "Segment one CT volume: a uint8 nibabel image in the input's exact shape, affine and orientation"
+    "Segment one CT volume: a uint8 nibabel image in the input's exact shape, affine and orientation (and the maps asked for)"
     m,c = as_model(model, device)
-    if isinstance(nifti, (str, Path)): fn,img = Path(nifti),load_nifti(nifti)
-    else: fn,img = Path(nifti.get_filename() or 'image'),nifti
-    g = geometry(img)
-    arr = read_nifti(img, fn)
-    if arr.dtype.kind=='f' and not np.isfinite(arr).all(): raise BadInputError(fn, 'NaN or infinite intensities')
-    if arr.min()==arr.max(): raise BadInputError(fn, f"constant intensity {arr.min():g} in every voxel: not a CT scan")
-    can = to_canonical(arr, g)
-    stack = np.flip(np.swapaxes(can, 0, 2), (1, 2)) if c['dims']==2 else to_slices(can)   # 2D: a view, read batch by batch
-    del arr, can
-    sx,sy,sz = g.spacing
-    res = predict_slices(m, c, stack, bs=bs, tta=tta, probs=probs, pbar=pbar, spacing=(sy, sx)) if c['dims']==2 else predict_volume3d(m, c, stack, tta=tta, probs=probs, sw_batch_size=sw_batch_size)
-    lab,pm = res if probs else (res, None)
-    apply_postprocess(lab, (sz, sy, sx), post_config(post, c), c.get('target', 'multiclass'))
-    res = nifti_like(from_slices(lab), g)
-    return (res, nifti_like(from_slices(pm.astype(np.float32)), g, dtype=np.float32)) if probs else res
+    res = segment_scan(m, c, read_scan(nifti), tta, post, bs, probs, pbar, sw_batch_size, uncertainty)
+    return tuple(res) if len(res)>1 else res[0]
+
 
 # %% ../nbs/30_inference.ipynb #d52f8ba1
 def overlay_png(volume, # CT volume: NIfTI file name or nibabel image
@@ -370,37 +428,224 @@ def mask_name(volume) -> str:
     if n.startswith('volume-'): return 'segmentation-' + n[len('volume-'):]
     return n
 
-def predict_files(model, inp, out, tta=False, post=True, bs=16, device=None, probs=False, pbar=True, png=False, allow_pickle=False, sw_batch_size=4):
-    "Segment every volume of `inp` (file or folder) into `out`; returns (written files, failures as (file, problem))"
+@dataclass(eq=False)
+class Scan:
+    "One scan to segment and the mask file it goes to"
+    src: object # a NIfTI file or a DICOM `Series`
+    dst: Path # its mask: a NIfTI file, or a DICOM SEG file (.dcm)
+    @property
+    def name(self) -> str:
+        "How messages and the summary name it"
+        return f"{self.src.folder} {self.src.label}" if isinstance(self.src, Series) else str(self.src)
+
+def _series_stems(series, root:Path) -> list:
+    "Output names of DICOM series: their folder under `root` (and series number where a folder holds several), unique"
+    stems = []
+    for s in series:
+        rel = s.folder.relative_to(root) if s.folder.is_relative_to(root) else Path(s.folder.name)
+        st = '_'.join(rel.parts) or root.name
+        if sum(o.folder==s.folder for o in series)>1: st += f"_series{s.number if s.number is not None else ''}"
+        while st in stems: st += '_' + s.uid.split('.')[-1][-6:]
+        stems.append(st)
+    return stems
+
+def find_scans(inp, # a NIfTI file, a folder of NIfTI cases and/or DICOM series, or a list of these
+              )->tuple: # ([(NIfTI file or `Series`, output name stem or None)], [(path, problem)])
+    "The scans of `inp`: NIfTI volumes as `find_cases` finds them, DICOM series by Series Instance UID; a list's bad items are problems"
+    if isinstance(inp, (list, tuple)):
+        found,problems = [],[]
+        for o in inp:
+            try: f,p = find_scans(o); found += f; problems += p
+            except BadInputError as e: problems.append((e.path, e.problem))
+        return found, problems
+    inp = Path(inp)
+    if inp.is_file(): scan_cases(inp); return [(inp, None)], []   # scan_cases raises for a file that is not NIfTI
+    if not inp.is_dir(): raise BadInputError(inp, 'no such file or folder')
+    series = find_series(inp)
+    try: df,problems = scan_cases(inp)
+    except BadInputError:
+        if not series: raise BadInputError(inp, 'no NIfTI volumes and no DICOM series found') from None
+        df,problems = pd.DataFrame({'volume': []}),[]
+    return [(Path(v), None) for v in df['volume']] + list(zip(series, _series_stems(series, inp))), [(Path(f), p) for f,p in problems]
+
+
+# %% ../nbs/30_inference.ipynb #95630777
+def _file_name(out:Path) -> bool: return is_nifti(out) or out.suffix.lower()=='.dcm'
+
+def plan_scans(inp, # what `find_scans` takes
+               out, # the output folder, or one file (.nii, .nii.gz, or .dcm for a DICOM SEG) for one scan
+               fmt:str='nifti', # 'nifti' or 'seg' (an `out` ending in .dcm means 'seg')
+              )->tuple: # ([Scan], [(path, problem)], one output file?)
+    "The scans of `inp` and their mask files in `out`: NIfTI volumes keep their names (`mask_name`), DICOM series take their folders'"
+    out = Path(out)
+    fmt = 'seg' if out.suffix.lower()=='.dcm' else fmt
+    if fmt not in ('nifti', 'seg'): raise LitsError(f"unknown mask format {fmt!r}: use nifti or seg (DICOM SEG)")
+    found,failed = find_scans(inp)
+    single = len(found)==1 and _file_name(out) and not isinstance(inp, (list, tuple))
+    if _file_name(out) and not single: raise LitsError(f"{out}: one output file, for {len(found)} scans: give an output folder")
+    ext,scans = ('.dcm' if fmt=='seg' else '.nii.gz'),[]
+    for src,stem in found:
+        if fmt=='seg' and not isinstance(src, Series):
+            failed.append((src, 'a DICOM SEG refers to a DICOM series, and this is a NIfTI file (use --format nifti)')); continue
+        name = f"{stem}{ext}" if stem is not None else (nifti_stem(mask_name(src)) + ext if fmt=='seg' else mask_name(src))
+        scans.append(Scan(src, out if single else out/name))
+    return scans, failed, single
+
+
+# %% ../nbs/30_inference.ipynb #424121b7
+def longest_diameter(mask:np.ndarray, # one lesion's voxels (boolean, any orientation)
+                     spacing, # voxel size along the array's axes (mm)
+                    )->float: # mm
+    "The longest distance between two voxel centres of `mask`: its greatest diameter in 3D (0 for a single voxel)"
+    pts = np.argwhere(mask)*np.asarray(spacing, float)
+    if len(pts)>4:
+        try: pts = pts[ConvexHull(pts, qhull_options='QJ').vertices]   # the farthest pair lies on the hull
+        except (QhullError, ValueError): pass
+    return float(pdist(pts).max()) if len(pts)>1 else 0.
+
+def scan_stats(mask, # label map (nibabel image or array): 0 background, 1 liver, 2 tumour
+               spacing=None, # voxel size along the array's axes (mm); default: from the image's affine
+               uncertainty=None, # normalised entropy map on the same grid (image or array), or None
+              )->dict:
+    "Liver and tumour volumes (mL), lesion count, the largest lesion's longest diameter (mm), and the doubt (mean uncertainty in the liver)"
+    if spacing is None: spacing = np.sqrt((np.asarray(mask.affine)[:3,:3]**2).sum(0))
+    lab = np.asarray(mask.dataobj if hasattr(mask, 'dataobj') else mask)
+    ml = float(np.prod(spacing))/1000
+    liver,tum = lab>=1,lab==2
+    cl,n = label_components(tum)
+    big = longest_diameter(cl==int(np.argmax(component_sizes(cl, n)[1:]))+1, spacing) if n else 0.
+    doubt = np.nan
+    if uncertainty is not None:   # no liver found in a liver CT: as doubtful as it gets
+        u = np.asarray(uncertainty.dataobj if hasattr(uncertainty, 'dataobj') else uncertainty)
+        doubt = float(u[liver].mean(dtype=np.float64)) if liver.any() else 1.
+    return dict(liver_ml=float(liver.sum()*ml), tumour_ml=float(tum.sum()*ml), lesions=n, largest_lesion_mm=big, doubt=doubt)
+
+
+# %% ../nbs/30_inference.ipynb #629fafbf
+def _attempt(f, *args):
+    "(f(*args), None), or (None, (file, problem)) where it raises a `BadInputError`"
+    try: return f(*args), None
+    except BadInputError as e: return None, (e.path, e.problem)
+
+def _done(item, err, fut) -> tuple: return (item, None, err) if err else (item, *_attempt(fut.result))
+
+def run_pipeline(items, # what to work on, in order
+                 read, # item -> data; runs in `workers` background threads, reading ahead
+                 work, # (item, data) -> result; runs in this thread (the model)
+                 write, # (item, result) -> row; runs in one background thread
+                 workers:int=2, # reading threads; 0: everything in this thread, one item after another
+                 pbar:bool=True, # one progress bar over the items
+                ): # yields (item, row, None) or (item, None, (file, problem)) for each item
+    "`write(item, work(item, read(item)))` for every item, reading ahead and writing in background threads; a `BadInputError` fails one item"
+    if not workers:
+        for it in progress_bar(items, display=pbar): yield it, *_attempt(lambda: write(it, work(it, read(it))))
+        return
+    with ThreadPoolExecutor(workers) as rd, ThreadPoolExecutor(1) as wr:
+        ahead,pending = deque(rd.submit(read, o) for o in items[:workers]),deque()
+        for i,it in enumerate(progress_bar(items, display=pbar)):
+            fut = ahead.popleft()
+            if i+workers<len(items): ahead.append(rd.submit(read, items[i+workers]))
+            res,err = _attempt(lambda: work(it, fut.result()))
+            del fut
+            pending.append((it, err, None if err else wr.submit(write, it, res)))
+            res = None
+            while pending and (pending[0][2] is None or pending[0][2].done() or len(pending)>1):   # one write waits beside the model
+                yield _done(*pending.popleft())
+        while pending: yield _done(*pending.popleft())
+
+
+# %% ../nbs/30_inference.ipynb #49be88fd
+SUMMARY_COLS = ['scan', 'mask', 'liver_ml', 'tumour_ml', 'lesions', 'largest_lesion_mm', 'doubt', 'read_s', 'predict_s', 'write_s']
+
+class Predicted(tuple):
+    "`(masks written, [(file, problem)])`, with `.skipped` (masks left as they were: finished already) and `.summary` (the CSV)"
+    def __new__(cls, written, failed, skipped=(), summary=None):
+        o = super().__new__(cls, (written, failed))
+        o.skipped,o.summary = list(skipped),summary
+        return o
+
+def _read(scan:Scan) -> tuple:
+    t = time.perf_counter()
+    return read_scan(scan.src), time.perf_counter()-t
+
+def _work(m, c, opts:dict, keep:bool, scan:Scan, data:tuple) -> dict:
+    "Segment a read scan; keep its voxels (`keep`) where a picture needs them"
+    d,read_s = data
+    t = time.perf_counter()
+    imgs = segment_scan(m, c, d, **opts)
+    kinds = [k for k,on in (('prob', opts.get('probs')), ('uncertainty', opts.get('uncertainty'))) if on]
+    return dict(images=imgs, headers=d.headers, data=d if keep else None, read_s=read_s, predict_s=time.perf_counter()-t,
+                labels=(1,) if len(c['classes'])==2 else (1, 2), kinds=kinds)
+
+def _write(png:bool, folder:Path, scan:Scan, job:dict) -> dict:
+    "Write a scan's mask (NIfTI, or DICOM SEG for a .dcm name), its maps and picture; its summary row"
+    t,(mask,*maps),dst = time.perf_counter(),job['images'],scan.dst
+    stem = nifti_stem(dst) if is_nifti(dst) else dst.stem
+    try:
+        if dst.suffix.lower()=='.dcm': write_seg(mask, job['headers'], dst, labels=job['labels'])
+        else: save_image(mask, dst)                     # atomic: a killed or failed write leaves no mask file
+        for o,k in zip(maps, job['kinds']): save_image(o, dst.with_name(f"{stem}_{k}.nii.gz"))
+        if png:                                         # liver green, tumour red
+            d = job['data']
+            vol = nifti_like(d.arr, d.geom, dtype=d.arr.dtype, canonical=False)
+            overlay_png(vol, mask, folder/'pictures'/f"{stem}.png", title=stem)
+    except OSError as e: raise BadInputError(dst, f"cannot write ({e.strerror or e})") from None
+    unc = maps[job['kinds'].index('uncertainty')] if 'uncertainty' in job['kinds'] else None
+    return dict(scan=scan.name, mask=str(dst), **scan_stats(mask, uncertainty=unc), read_s=job['read_s'], predict_s=job['predict_s'],
+                write_s=time.perf_counter()-t)
+
+def write_summary(rows, # one dict a scan (`SUMMARY_COLS`)
+                  fn, # the CSV to write
+                  keep=(), # masks whose rows from an earlier run of the same file are kept (scans skipped now)
+                 )->Path:
+    "Write the summary CSV, one row per scan, sorted by doubt (most doubtful first) where there is one"
+    df = pd.DataFrame(rows, columns=SUMMARY_COLS)
+    if keep and Path(fn).exists():
+        old = pd.read_csv(fn)
+        df = pd.concat([old[old['mask'].isin([str(o) for o in keep]) & ~old['mask'].isin(df['mask'])], df], ignore_index=True)
+    if df['doubt'].notna().any(): df = df.sort_values('doubt', ascending=False, kind='stable')
+    with atomic_path(fn) as tmp: df.to_csv(tmp, index=False, float_format='%.4g')
+    return Path(fn)
+
+
+# %% ../nbs/30_inference.ipynb #a5f661f2
+def predict_files(model, # model file, run or ensemble folder, list of model files, Learner, or (module, contract)
+                  inp, # a NIfTI file, a DICOM series folder, a folder of NIfTI cases and/or DICOM series, or a list of these
+                  out, # output folder, or one file for one scan (.nii / .nii.gz, or .dcm: a DICOM SEG)
+                  fmt:str='nifti', # masks as 'nifti', or 'seg': a DICOM Segmentation for each DICOM series
+                  overwrite:bool=False, # segment again the scans whose mask exists (else they are skipped)
+                  workers:int=2, # threads reading scans ahead (one more writes) while the model predicts; 0: one scan after another
+                  summary=None, # the summary CSV (default: OUT/summary.csv for an output folder, none for one output file)
+                  png:bool=False, # also write a picture of each mask (OUT/pictures/<name>.png)
+                  pbar:bool=True, # one progress bar over the scans (over the batches for one scan)
+                  device=None, # torch device
+                  allow_pickle:bool=False, # also load a pickled fastai Learner (.pkl): runs code from the file!
+                  **kwargs, # `segment_scan`'s options: tta, post, bs, probs, uncertainty, sw_batch_size
+                 )->Predicted: # (masks written, [(file, problem)]), with `.skipped` and `.summary`
+    "Segment every scan of `inp` into `out`, reading and writing in background threads; a summary CSV with one row per scan"
     m,c = as_model(model, device, allow_pickle)
-    inp, out = Path(inp), Path(out)
-    if inp.is_file(): vols,failed = [inp],[]
-    else:                                       # bad or duplicate files are reported, the other volumes predicted
-        df,problems = scan_cases(inp)
-        vols,failed = [Path(v) for v in df['volume']],[(Path(f), p) for f,p in problems]
-    single = inp.is_file() and is_nifti(out)
-    folder = out.parent if single else out
+    scans,failed,single = plan_scans(inp, out, fmt)
+    out = Path(out); folder = out.parent if single else out
     try: folder.mkdir(parents=True, exist_ok=True); tempfile.TemporaryFile(dir=folder).close()
     except OSError as e: raise LitsError(f"{folder}: cannot write the output folder ({e.strerror or e})") from None
-    written = []
-    for v in progress_bar(vols, display=pbar and len(vols)>1):
-        dst = out if single else out/mask_name(v)
-        try:
-            res = predict_volume((m,c), v, tta=tta, post=post, bs=bs, probs=probs, pbar=pbar and len(vols)==1, sw_batch_size=sw_batch_size)
-            img,pm = res if probs else (res, None)
-            save_image(img, dst)                   # atomic: a killed or failed write leaves no .nii file
-            if pm is not None: save_image(pm, dst.with_name(nifti_stem(dst) + '_prob.nii.gz'))
-            if png: overlay_png(v, img, folder/'pictures'/f"{nifti_stem(dst)}.png")   # liver green, tumour red
-            written.append(dst)
-        except BadInputError as e: failed.append((e.path, e.problem))
-        except OSError as e: failed.append((dst, f"cannot write ({e.strerror or e})"))
-    return written, failed
+    todo = [s for s in scans if overwrite or not s.dst.exists()]
+    skipped = [s.dst for s in scans if all(s is not o for o in todo)]
+    work = partial(_work, m, c, {**kwargs, 'pbar': pbar and len(todo)==1}, png)
+    rows,written = [],[]
+    for s,row,err in run_pipeline(todo, _read, work, partial(_write, png, folder), workers, pbar and len(todo)>1):
+        if err: failed.append(err)
+        else: rows.append(row); written.append(s.dst)
+    fn = Path(summary) if summary else None if single else out/'summary.csv'
+    if fn is not None and (rows or not fn.exists()): write_summary(rows, fn, keep=skipped)
+    return Predicted(written, failed, skipped, fn)
 
+
+# %% ../nbs/30_inference.ipynb #cfc4a22e
 @cli_compat
 @call_parse
 def lits_predict(model:str, # model file from lits-train (or its .onnx from lits-export: runs with onnxruntime), its run folder, or an ensemble folder (lits-compare, lits-train --folds)
-                 input:str, # a NIfTI volume or a folder of them
-                 out:str, # output NIfTI file (one volume) or folder
+                 input:str, # a NIfTI volume, a DICOM series folder, or a folder of NIfTI volumes and/or DICOM series
+                 out:str, # output folder, or one file for one scan (.nii.gz; .dcm: a DICOM SEG)
                  tta:bool=False, # flip test-time augmentation
                  no_post:bool=False, # skip post-processing
                  probs:bool=False, # also write foreground probability maps (<name>_prob.nii.gz)
@@ -409,16 +654,25 @@ def lits_predict(model:str, # model file from lits-train (or its .onnx from lits
                  png:bool=False, # also write a picture of each mask (OUT/pictures/<name>.png: liver green, tumour red)
                  allow_pickle:bool=False, # also load a pickled fastai Learner (.pkl): it runs code from the file, so only one you trust
                  sw_batch_size:int=4, # windows per forward pass of a 3D patch model (more: faster on a GPU, more memory)
+                 format:str='nifti', # masks as nifti, or seg: a DICOM Segmentation of each DICOM series (an OUT ending in .dcm means seg)
+                 uncertainty:bool=False, # also write <name>_uncertainty.nii.gz (entropy; with --tta or an ensemble) and a doubt per scan
+                 overwrite:bool=False, # segment again the scans whose mask exists (default: skip them)
+                 workers:int=2, # threads reading scans ahead and writing masks while the model predicts (0: one scan after another)
+                 summary:str=None, # the summary CSV, one row per scan (default: OUT/summary.csv for an output folder)
                 ):
-    "Segment CT volumes into NIfTI masks (0 background, 1 liver, 2 tumour) in each input's own geometry"
+    "Segment CT scans (NIfTI or DICOM series) into masks (0 background, 1 liver, 2 tumour) in each scan's geometry, as NIfTI or DICOM SEG"
     with cli_errors('lits-predict', catch=()):
-        written, failed = predict_files(model, input, out, tta=tta, post=not no_post, bs=bs, device=device, probs=probs, png=png,
-                                        allow_pickle=allow_pickle, sw_batch_size=sw_batch_size)
+        res = predict_files(model, input, out, fmt=format, overwrite=overwrite, workers=workers, summary=summary, png=png, device=device,
+                            allow_pickle=allow_pickle, tta=tta, post=not no_post, bs=bs, probs=probs, uncertainty=uncertainty,
+                            sw_batch_size=sw_batch_size)
+    written,failed = res
     c = read_contract_safe(model)
     for f,p in failed: print(f"{f}: {p}", file=sys.stderr)
     kind = 'labels 0 background, 1 liver, 2 tumour' if c is None or len(c['classes'])==3 else f"binary {c['classes'][1]} mask (0/1)"
     n = len(c.get('members', [])) if c else 0
-    print(f"wrote {len(written)} mask(s) ({kind}{f'; ensemble of {n} models' if n>1 else ''}); {len(failed)} failed")
+    skip = f"; {len(res.skipped)} skipped, finished already (--overwrite to redo)" if res.skipped else ''
+    print(f"wrote {len(written)} mask(s) ({kind}{f'; ensemble of {n} models' if n>1 else ''}){skip}; {len(failed)} failed"
+          + (f"; summary: {res.summary}" if res.summary and written else ''))
     if failed: sys.exit(1)
 
 def read_contract_safe(fn):
@@ -428,3 +682,4 @@ def read_contract_safe(fn):
         files,meta = ensemble_files(fn)
         return {**read_contract(files[0]), 'members': [str(f) for f in files]}
     except (LitsError, OSError, ValueError): return None
+

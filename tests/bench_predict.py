@@ -85,7 +85,7 @@ def time_package(model, vol, out, bs) -> tuple:
     clock = ForwardClock(model[0])
     try:
         _sync(); t0 = time.perf_counter()
-        written,failed = predict_files(model, vol, out, bs=bs, pbar=False)
+        written,failed = predict_files(model, vol, out, bs=bs, pbar=False, overwrite=True)
         _sync(); dt = time.perf_counter() - t0
     finally: clock.remove()
     if failed or not written: raise SystemExit(f"lits-predict failed: {failed}")
@@ -112,7 +112,7 @@ base = rss()                                         # libraries and the model, 
 with torch.no_grad(): mc[0](torch.rand(int(sys.argv[5]), mc[1]['model_kwargs']['n_in'], *([mc[1]['size']]*2 if isinstance(mc[1]['size'], int) else mc[1]['size'][-2:])))
 fwd = peak()                                         # peak of one batch's forward pass alone
 t0 = time.perf_counter()
-w,f = predict_files(mc, sys.argv[2], sys.argv[3], bs=int(sys.argv[5]), pbar=False)
+w,f = predict_files(mc, sys.argv[2], sys.argv[3], bs=int(sys.argv[5]), pbar=False, overwrite=True)
 print(json.dumps(dict(base=base, fwd=fwd, peak=peak(), seconds=time.perf_counter()-t0, ok=bool(w) and not f)))
 '''
 
