@@ -10,7 +10,7 @@ from .core import LitsError, BadInputError, cli_compat, cli_errors, parse_cases,
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['lits_synth', 'lits_prepare', 'lits_plan', 'lits_demo', 'lits_export', 'lits_train', 'lits_evaluate']
+__all__ = ['lits_synth', 'lits_prepare', 'lits_plan', 'lits_demo', 'lits_predict', 'lits_export', 'lits_train', 'lits_evaluate']
 
 # %% ../nbs/40_cli.ipynb #24a3ec0b
 @cli_compat
@@ -97,6 +97,42 @@ def lits_demo(out:str='lits_demo', # folder for the data, cache, model, mask, me
     print(r['metrics'][cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"model: {r['model']}\nmask: {r['mask']}\nmetrics: {Path(out)/'metrics.csv'}\npicture: {r['picture']}\n{r['seconds']:.0f} s")
 
+# %% ../nbs/40_cli.ipynb #a016dcca
+@cli_compat
+@call_parse
+def lits_predict(model:str, # model file from lits-train (or its .onnx from lits-export: runs with onnxruntime), its run folder, or an ensemble folder (lits-compare, lits-train --folds)
+                 input:str, # a NIfTI volume, a DICOM series folder, or a folder of NIfTI volumes and/or DICOM series
+                 out:str, # output folder, or one file for one scan (.nii.gz; .dcm: a DICOM SEG)
+                 tta:bool=False, # flip test-time augmentation
+                 no_post:bool=False, # skip post-processing
+                 probs:bool=False, # also write foreground probability maps (<name>_prob.nii.gz)
+                 bs:int=16, # slices per batch
+                 device:str=None, # cpu, cuda, cuda:1 ... (default: cuda if available)
+                 png:bool=False, # also write a picture of each mask (OUT/pictures/<name>.png: liver green, tumour red)
+                 allow_pickle:bool=False, # also load a pickled fastai Learner (.pkl): it runs code from the file, so only one you trust
+                 sw_batch_size:int=4, # windows per forward pass of a 3D patch model (more: faster on a GPU, more memory)
+                 format:str='nifti', # masks as nifti, or seg: a DICOM Segmentation of each DICOM series (an OUT ending in .dcm means seg)
+                 uncertainty:bool=False, # also write <name>_uncertainty.nii.gz (entropy; with --tta or an ensemble) and a doubt per scan
+                 overwrite:bool=False, # segment again the scans whose mask exists (default: skip them)
+                 workers:int=2, # threads reading scans ahead and writing masks while the model predicts (0: one scan after another)
+                 summary:str=None, # the summary CSV, one row per scan (default: OUT/summary.csv for an output folder)
+                ):
+    "Segment CT scans (NIfTI or DICOM series) into masks (0 background, 1 liver, 2 tumour) in each scan's geometry, as NIfTI or DICOM SEG"
+    from lits_fastai.inference import predict_files, read_contract_safe
+    with cli_errors('lits-predict', catch=()):
+        res = predict_files(model, input, out, fmt=format, overwrite=overwrite, workers=workers, summary=summary, png=png, device=device,
+                            allow_pickle=allow_pickle, tta=tta, post=not no_post, bs=bs, probs=probs, uncertainty=uncertainty,
+                            sw_batch_size=sw_batch_size)
+    written,failed = res
+    c = read_contract_safe(model)
+    for f,p in failed: print(f"{f}: {p}", file=sys.stderr)
+    kind = 'labels 0 background, 1 liver, 2 tumour' if c is None or len(c['classes'])==3 else f"binary {c['classes'][1]} mask (0/1)"
+    n = len(c.get('members', [])) if c else 0
+    skip = f"; {len(res.skipped)} skipped, finished already (--overwrite to redo)" if res.skipped else ''
+    print(f"wrote {len(written)} mask(s) ({kind}{f'; ensemble of {n} models' if n>1 else ''}){skip}; {len(failed)} failed"
+          + (f"; summary: {res.summary}" if res.summary and written else ''))
+    if failed: sys.exit(1)
+
 # %% ../nbs/40_cli.ipynb #88efda51
 @cli_compat
 @call_parse
@@ -115,7 +151,7 @@ def lits_export(model:str, # model file (.safetensors) from lits-train, or its r
 @cli_compat
 @call_parse
 def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
-               arch:str='ltnet', # ltnet, hybrid, cafct, dyntransnet, dyntransnet2d, unet3d, smp:<Arch>[:<encoder>], or auto (configured from the data)
+               arch:str='ltnet', # ltnet, hybrid, cafct, dyntransnet, dyntransnet2d, unet3d, smp:<Arch>[:<encoder>], monai:<Net>, or auto (from the data)
                recipe:str=None, # recipe name (default: the architecture's own)
                epochs:int=None, # number of epochs (default: the recipe's)
                size:int=None, # image size in pixels (default: the recipe's)

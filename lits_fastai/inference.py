@@ -19,11 +19,10 @@ from functools import partial
 import pandas as pd
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
-from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import (LitsError, BadInputError, load_nifti, read_nifti, geometry, to_canonical, from_canonical,
-                              to_slices, from_slices, save_nifti, save_image, nifti_like, atomic_path, is_nifti, nifti_stem, cli_compat,
-                              bbox, slabs, label_components, component_sizes, axial_slice, cli_errors)
+                              to_slices, from_slices, save_nifti, save_image, nifti_like, atomic_path, is_nifti, nifti_stem,
+                              bbox, slabs, label_components, component_sizes, axial_slice)
 from .transforms import intensity_from_config
 from .discover import scan_cases
 from .dicom import Series, find_series, read_series, write_seg
@@ -38,7 +37,7 @@ __all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'SUMMARY_COLS', 'as_model', 'ch
            'predict_slices', 'gaussian_weight', 'sliding_window', 'volume_probs', 'predict_volume3d', 'ScanData',
            'read_scan', 'segment_scan', 'predict_volume', 'overlay_png', 'mask_name', 'Scan', 'find_scans',
            'plan_scans', 'longest_diameter', 'scan_stats', 'run_pipeline', 'Predicted', 'write_summary',
-           'predict_files', 'lits_predict', 'read_contract_safe']
+           'predict_files', 'read_contract_safe']
 
 # %% ../nbs/30_inference.ipynb #0ffe1689
 def as_model(model, # model file (.safetensors, or .onnx from `lits-export`), run folder, ensemble (folder or list of model files), fastai `Learner`, or `(nn.Module, contract)`
@@ -641,40 +640,6 @@ def predict_files(model, # model file, run or ensemble folder, list of model fil
 
 
 # %% ../nbs/30_inference.ipynb #cfc4a22e
-@cli_compat
-@call_parse
-def lits_predict(model:str, # model file from lits-train (or its .onnx from lits-export: runs with onnxruntime), its run folder, or an ensemble folder (lits-compare, lits-train --folds)
-                 input:str, # a NIfTI volume, a DICOM series folder, or a folder of NIfTI volumes and/or DICOM series
-                 out:str, # output folder, or one file for one scan (.nii.gz; .dcm: a DICOM SEG)
-                 tta:bool=False, # flip test-time augmentation
-                 no_post:bool=False, # skip post-processing
-                 probs:bool=False, # also write foreground probability maps (<name>_prob.nii.gz)
-                 bs:int=16, # slices per batch
-                 device:str=None, # cpu, cuda, cuda:1 ... (default: cuda if available)
-                 png:bool=False, # also write a picture of each mask (OUT/pictures/<name>.png: liver green, tumour red)
-                 allow_pickle:bool=False, # also load a pickled fastai Learner (.pkl): it runs code from the file, so only one you trust
-                 sw_batch_size:int=4, # windows per forward pass of a 3D patch model (more: faster on a GPU, more memory)
-                 format:str='nifti', # masks as nifti, or seg: a DICOM Segmentation of each DICOM series (an OUT ending in .dcm means seg)
-                 uncertainty:bool=False, # also write <name>_uncertainty.nii.gz (entropy; with --tta or an ensemble) and a doubt per scan
-                 overwrite:bool=False, # segment again the scans whose mask exists (default: skip them)
-                 workers:int=2, # threads reading scans ahead and writing masks while the model predicts (0: one scan after another)
-                 summary:str=None, # the summary CSV, one row per scan (default: OUT/summary.csv for an output folder)
-                ):
-    "Segment CT scans (NIfTI or DICOM series) into masks (0 background, 1 liver, 2 tumour) in each scan's geometry, as NIfTI or DICOM SEG"
-    with cli_errors('lits-predict', catch=()):
-        res = predict_files(model, input, out, fmt=format, overwrite=overwrite, workers=workers, summary=summary, png=png, device=device,
-                            allow_pickle=allow_pickle, tta=tta, post=not no_post, bs=bs, probs=probs, uncertainty=uncertainty,
-                            sw_batch_size=sw_batch_size)
-    written,failed = res
-    c = read_contract_safe(model)
-    for f,p in failed: print(f"{f}: {p}", file=sys.stderr)
-    kind = 'labels 0 background, 1 liver, 2 tumour' if c is None or len(c['classes'])==3 else f"binary {c['classes'][1]} mask (0/1)"
-    n = len(c.get('members', [])) if c else 0
-    skip = f"; {len(res.skipped)} skipped, finished already (--overwrite to redo)" if res.skipped else ''
-    print(f"wrote {len(written)} mask(s) ({kind}{f'; ensemble of {n} models' if n>1 else ''}){skip}; {len(failed)} failed"
-          + (f"; summary: {res.summary}" if res.summary and written else ''))
-    if failed: sys.exit(1)
-
 def read_contract_safe(fn):
     "The contract of the model file (.safetensors or .onnx, or the first member of the ensemble) `fn`, or None where it cannot be read (the error is reported elsewhere)"
     try:

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = PEAK + r'''
 mode, args = sys.argv[1], sys.argv[2:]
 if mode == 'prepare': from lits_fastai.cli import lits_prepare as main
-else: from lits_fastai.inference import lits_predict as main
+else: from lits_fastai.cli import lits_predict as main
 sys.argv = ['lits-' + mode] + args
 rc = 0
 with Peak() as p:

@@ -262,7 +262,7 @@ def array_to_file(data, fileobj, *a, **k):
         fileobj.write(bytes(1000)); getattr(getattr(fileobj, 'fobj', fileobj), 'flush', lambda: None)(); os.kill(os.getpid(), getattr(signal, os.environ.get('KILL_SIG', 'SIGKILL')))
     return _write(data, fileobj, *a, **k)
 aw.array_to_file = array_to_file
-from lits_fastai.inference import lits_predict
+from lits_fastai.cli import lits_predict
 sys.argv = ['lits-predict'] + sys.argv[1:]
 lits_predict()
 '''
@@ -316,7 +316,7 @@ def predict_calls(work, model, volumes, files, fuzz_files, bad_data):
     "lits-predict on each case of `PREDICT_CALLS`, all in one process"
     def path(n): return model if n == 'MODEL' else volumes/f'{n}.nii' if n.startswith('volume') else work/n
     names = list(PREDICT_CALLS)
-    res = calls('lits_fastai.inference:lits_predict', *[[path(m), path(i), work/o] for m, i, o, _ in PREDICT_CALLS.values()],
+    res = calls('lits_fastai.cli:lits_predict', *[[path(m), path(i), work/o] for m, i, o, _ in PREDICT_CALLS.values()],
                 fsize={k: v[3] for k, v in enumerate(PREDICT_CALLS.values()) if v[3]})
     return dict(zip(names, res))
 
@@ -789,7 +789,7 @@ def test_model_files_and_checkpoints_never_run_code(work, volumes, predict_calls
     no_traceback(r['err'])
     assert r['rc'] == 1 and 'unreadable or unsafe training checkpoint' in naming(r['err'], run/'checkpoints'/'last.pth')[0], r['err']
     assert not marker.exists()
-    r = calls('lits_fastai.inference:lits_predict', [work/'evil.pkl', volumes/'volume-0.nii', work/'out_trusted', '--allow-pickle'])[0]
+    r = calls('lits_fastai.cli:lits_predict', [work/'evil.pkl', volumes/'volume-0.nii', work/'out_trusted', '--allow-pickle'])[0]
     assert marker.exists()                              # the explicit flag, and only it, unpickles the file: its code runs
     no_traceback(r['err'])
     assert r['rc'] == 1 and 'not a loadable fastai Learner' in naming(r['err'], work/'evil.pkl')[0], r['err']   # and it is no Learner
@@ -828,7 +828,7 @@ def _crafted(work, model) -> dict:
 def test_crafted_model_files_one_line(work, model, volumes):
     "lits-predict with a crafted model file: one line naming the file (an ensemble: its bad member), exit status 1, no traceback, no mask"
     k = _crafted(work, model)
-    res = calls('lits_fastai.inference:lits_predict', *[[f, volumes/'volume-0.nii', work/'crafted'/f'out_{i}'] for i, (f, _, _) in enumerate(k.values())])
+    res = calls('lits_fastai.cli:lits_predict', *[[f, volumes/'volume-0.nii', work/'crafted'/f'out_{i}'] for i, (f, _, _) in enumerate(k.values())])
     for (name, (f, named, problem)), r in zip(k.items(), res):
         no_traceback(r['err'], r['out'])
         lines = naming(r['err'], named)
