@@ -4,13 +4,85 @@
 
 # %% ../nbs/40_cli.ipynb #49b7a950
 from __future__ import annotations
-import sys
+import sys, argparse, functools, inspect, contextlib
 from pathlib import Path
-from .core import LitsError, BadInputError, cli_compat, cli_errors, parse_cases, parse_pretrained
-from fastcore.script import call_parse
+from fastcore.script import call_parse, anno_parser
 
 # %% auto #0
-__all__ = ['lits_synth', 'lits_prepare', 'lits_plan', 'lits_demo', 'lits_predict', 'lits_export', 'lits_train', 'lits_evaluate']
+__all__ = ['PRETRAINED', 'cli_compat', 'parse_cases', 'parse_pretrained', 'error_message', 'cli_errors', 'lits_synth',
+           'lits_prepare', 'lits_plan', 'lits_demo', 'lits_predict', 'lits_export', 'lits_train', 'lits_evaluate']
+
+# %% ../nbs/40_cli.ipynb #2bace794
+def _dashed(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "Spell every long option of `p` with dashes (`--valid-cases`), whatever the fastcore version"
+    for a in p._actions:
+        new = ['--'+o[2:].replace('_', '-') if o.startswith('--') else o for o in a.option_strings]
+        for o in a.option_strings: p._option_string_actions.pop(o, None)
+        for o in new: p._option_string_actions[o] = a
+        a.option_strings = new
+    return p
+
+def cli_compat(f, # a function decorated with `fastcore.script.call_parse`
+              ):
+    "Let the `call_parse` command line `f` show `--opt-name` in its help and accept `--opt-name` and `--opt_name`; Ctrl-C exits 130 with one line"
+    func = inspect.unwrap(f)
+    @functools.wraps(f)
+    def _f(*args, **kwargs):
+        if args or kwargs: return func(*args, **kwargs)
+        p = _dashed(anno_parser(func))
+        known = {o for a in p._actions for o in a.option_strings}
+        def fix(a):
+            if not a.startswith('--') or a=='--': return a
+            k,eq,val = a.partition('=')
+            for alt in (k, '--'+k[2:].replace('_','-')):
+                if alt in known: return alt+eq+val
+            return a
+        args = vars(p.parse_args([fix(a) for a in sys.argv[1:]]))
+        args.pop('pdb', None); args.pop('xtra', None)
+        try: return func(**args)
+        except KeyboardInterrupt:                  # Ctrl-C: one line, no traceback (outputs are written atomically)
+            print(f"{p.prog}: interrupted", file=sys.stderr); sys.exit(130)
+    return _f
+
+# %% ../nbs/40_cli.ipynb #3f71aeb6
+def parse_cases(s) -> list|None:
+    "Case ids from a command line's comma-separated list (`'3, 7'` -> `['3', '7']`); None when empty"
+    return [o.strip() for o in str(s).split(',') if o.strip()] if s else None
+
+PRETRAINED = {'auto': 'auto', 'yes': True, 'true': True, 'no': False, 'false': False}   # --pretrained's words
+
+def parse_pretrained(s:str, prog:str):
+    "The `pretrained` argument of `--pretrained s`, or exit with one line naming `prog`"
+    if str(s).lower() not in PRETRAINED: sys.exit(f"{prog}: --pretrained must be auto, yes or no, not {s!r}")
+    return PRETRAINED[str(s).lower()]
+
+# %% ../nbs/40_cli.ipynb #9d49f93c
+def error_message(e:BaseException, # the error a command line reports
+                  out=None, # the output it was writing: named when an `OSError` carries no file name
+                  name_out:bool=False, # name `out` even when the `OSError` names a file (e.g. a temporary one)
+                 )->str:
+    "The one-line message of `e`: an `OSError` (not a `LitsError`) as '<file>: cannot write (<reason>)'"
+    from lits_fastai.core import LitsError                        # imported when a command reports, not for --help
+    if isinstance(e, OSError) and not isinstance(e, LitsError):
+        return f"{(out if name_out else e.filename) or out}: cannot write ({e.strerror or e})"
+    if isinstance(e, KeyError) and e.args: return str(e.args[0])
+    return str(e)
+
+@contextlib.contextmanager
+def cli_errors(prog:str|None, # the command's name, the message's prefix (None: the message alone)
+               out=None, # see `error_message`
+               catch:tuple=(ValueError, OSError), # the errors reported (`LitsError` always is)
+               code:int=1, # the exit status
+               first_line:bool=False, # only the first line of the message
+               name_out:bool=False, # see `error_message`
+              ):
+    "Report a `LitsError` or an error of `catch` raised inside the block as one line `prog: message` on stderr; exit with `code`"
+    from lits_fastai.core import LitsError
+    try: yield
+    except (LitsError, *tuple(catch)) as e:
+        msg = error_message(e, out, name_out)
+        if first_line and msg: msg = msg.splitlines()[0]
+        print(f"{prog}: {msg}" if prog else msg, file=sys.stderr); sys.exit(code)
 
 # %% ../nbs/40_cli.ipynb #24a3ec0b
 @cli_compat
@@ -209,6 +281,7 @@ def _with_suffix(out, sfx) -> Path:
 
 def _score(runs, gt, kw:dict) -> tuple:
     "Score each (predictions, output CSV) of `runs` against `gt` and print its summary: (per-case tables, whether a case failed)"
+    from lits_fastai.core import BadInputError
     from lits_fastai.evaluate import evaluate_folder, summary_path, surface_rule
     from lits_fastai.plots import write_pictures
     failed, tables = False, []

@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 from scipy import stats
 from fastcore.script import call_parse
 from fastcore.parallel import parallel
-from .core import (BadInputError, is_nifti, nifti_stem, read_canonical, atomic_path, cli_compat, bbox,
+from .core import (BadInputError, is_nifti, nifti_stem, read_canonical, atomic_path, bbox,
                               label_components, component_sizes, region_mask, slabs)
 from .discover import case_sort_key
 

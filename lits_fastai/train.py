@@ -8,7 +8,7 @@ import itertools, os, sys, time, shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from .core import LitsError, BadInputError, cli_compat, write_json, save_nifti, from_slices   # first: it quiets a torch warning fastai's import raises
+from .core import LitsError, BadInputError, write_json, save_nifti, from_slices   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import torch
 from fastcore.script import call_parse

@@ -35,7 +35,7 @@ sys.meta_path.insert(0, NoMonai())
 
 def test_missing_monai_is_one_line():
     "Without MONAI, building a MONAI baseline says in one line how to install it (as an error, and as a command line prints it)"
-    code = BLOCK + """from lits_fastai.core import cli_errors
+    code = BLOCK + """from lits_fastai.cli import cli_errors
 from lits_fastai.models import build_model, MODEL_INFO
 print(MODEL_INFO['monai:SegResNet']['dims'])
 try: build_model('monai:SegResNet')
