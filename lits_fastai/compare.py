@@ -196,7 +196,7 @@ def _segment(m, case, job, dst):
     save_image(predict_volume(m, vol, tta=job.tta, post=False), Path(dst)/mask_name(vol))
 
 def _train_run(s:System, job:Job, tcfg:dict, fd:Path, split:Split, tag:str, log) -> dict:
-    "Train `s` with `split` into `fd/run`, unless a model trained with the configuration `tcfg` is there; returns its record"
+    "Train `s` with `split` into `fd/run`, unless a model trained with config `tcfg` is there; returns its record"
     trained = _read_json(fd/'train.json')
     if trained and trained.get('train_config')==tcfg and (fd/'run'/'model.safetensors').exists(): return trained
     started = _read_json(fd/'train_config.json')==tcfg and (fd/'run'/'checkpoints'/'last.pth').exists()
@@ -266,7 +266,7 @@ def run_fold(s:System, # the system
 
 # %% ../nbs/33_compare.ipynb #00490eea
 def _ensemble(s:System, folds:list, res:dict, job:Job, target:str) -> Path:
-    "System `s`'s fold models as one ensemble, post-processed as chosen on their out-of-fold predictions (or validation cases)"
+    "System `s`'s fold models as one ensemble, post-processed as chosen out of fold (or on validation)"
     files = [fold_dir(job, s, k)/r['model_file'] for k,r in sorted(res.items())]
     if len(folds)>1:
         raw = [p for f in folds for p in sorted((fold_dir(job, s, f['fold'])/'raw_test').glob('*.nii*'))]
@@ -491,7 +491,7 @@ def _protocol_config(s:System, job:Job, g:dict) -> dict:
     return {**tcfg, 'protocol': g['protocol'], 'level': g['level'], 'test_slices': len(g['test_slices'])}
 
 def _protocol_scores(fd:Path, segs:Path, g:dict, job:Job) -> dict:
-    "{class: scores} of the predictions in `fd/pred` on the test slices of `g`, and the per-case mean Dice of a case split"
+    "{class: scores} of the predictions in `fd/pred` on the test slices of `g`, and per-case mean Dice (case splits)"
     counts = _slice_dice(fd/'pred', segs, g['test_slices'])
     write_csv(counts, fd/'slices.csv', index=False)
     sc = slice_scores(counts)
@@ -523,7 +523,8 @@ def run_protocol(s:System, # a published system (its arch in `split.PAPER_SPLITS
     for d in ('raw', 'pred'): shutil.rmtree(fd/d, ignore_errors=True)
     for case in g['test']: _segment(m, case, job, fd/'raw')
     for r in sorted((fd/'raw').glob('*.nii*')): _to_lits(r, fd/'pred'/r.name, None, target)
-    keep = ('protocol', 'level', 'leakage', 'valid_is_test', 'n_cases', 'n_used', 'train', 'valid', 'test', 'published', 'here')
+    keep = ('protocol', 'level', 'leakage', 'valid_is_test', 'n_cases', 'n_used', 'train', 'valid', 'test', 'published',
+            'here')
     res = dict(train_config=tcfg, target=target, scores=_protocol_scores(fd, segs, g, job), train_s=trained['train_s'],
                params=trained['params'], **{k: g[k] for k in keep})
     write_json(fd/'result.json', res)
@@ -533,8 +534,9 @@ def run_protocol(s:System, # a published system (its arch in `split.PAPER_SPLITS
 def _difference(r:dict, cl:PaperClaim) -> str:
     "What separates a run under a paper's protocol from the patient-level comparison, in words"
     lk,parts,cur = r['leakage'],[],PAPER_SPLITS[r['train_config']['arch']].curated
-    if lk['leaks']: parts.append(f"leakage: {lk['leaking_slices']} of {lk['test_slices']} test slices have their patient "
-                                 "in training")
+    if lk['leaks']:
+        parts.append(f"leakage: {lk['leaking_slices']} of {lk['test_slices']} test slices have their patient in "
+                     "training")
     if r['valid_is_test']: parts.append(f"the checkpoint is chosen on the scored {r['level']}")
     if cur or r['n_used']<r['n_cases']:
         parts.append(f"case selection: {r['n_used']} of {r['n_cases']} cases" +
@@ -551,7 +553,8 @@ def protocol_table(prot:dict, # {system name: `run_protocol` result}
         cl = PAPER_CLAIMS[r['train_config']['arch']]
         ok = n in hon.index and f"{cl.cls}_dice_mean" in hon.columns
         rows.append(dict(system=n, paper_reports=cl.reports,
-                         metric=f"{'tumour' if cl.cls=='tumor' else cl.cls}: {STATS[cl.stat]}", paper=cl.value, paper_protocol_here=r['scores'].get(cl.cls, {}).get(cl.stat, nan),
+                         metric=f"{'tumour' if cl.cls=='tumor' else cl.cls}: {STATS[cl.stat]}", paper=cl.value,
+                         paper_protocol_here=r['scores'].get(cl.cls, {}).get(cl.stat, nan),
                          honest_here=float(hon.loc[n, f"{cl.cls}_dice_mean"]) if ok else nan,
                          honest_folds=int(hon.loc[n, 'folds_done']) if ok else 0, leaks=bool(r['leakage']['leaks']),
                          leaking_slices=int(r['leakage']['leaking_slices']),
@@ -676,7 +679,7 @@ def _assemble(systems, fl, job, ablation, max_cases, prot) -> pd.DataFrame:
               f"{' / '.join(f'--fold {k}' for k in ks)})", flush=True)
     table = pd.DataFrame([res['row'] for res in results.values()])
     per_case = {n: res['per_case'] for n,res in results.items()}
-    full = next((s.name for s in systems if ablation and not s.model_kwargs), None)   # an ablation's rows against its full model
+    full = next((s.name for s in systems if ablation and not s.model_kwargs), None)   # an ablation's full model
     ref = full if full in per_case else None
     pw = pairwise_table(per_case, n_boot=job.n_boot, reference=ref) if len(per_case)>1 else None
     files = _write_results(table, pw, results, systems, fl, job, ablation, max_cases, prot) if len(table) else {}
@@ -691,21 +694,22 @@ def _check_args(archs, ablation, sp:Split, protocol:str):
     if sp.fold is not None and not 0<=sp.fold<sp.n_folds:
         raise LitsError(f"fold must be in 0..{sp.n_folds-1}, got {sp.fold}")
     if protocol not in ('patient', 'paper'): raise LitsError(f"unknown protocol {protocol!r}: use 'patient' or 'paper'")
-    if protocol=='paper' and ablation is not None: raise LitsError("protocol 'paper' runs systems, not an ablation's rows")
+    if protocol=='paper' and ablation is not None:
+        raise LitsError("protocol 'paper' runs systems, not an ablation's rows")
     if sp.slice_split:
-        raise LitsError("a comparison splits by patient: a slice split runs only as a paper's protocol (protocol='paper')")
+        raise LitsError("a comparison splits by patient: a slice split runs only as a paper's protocol ('paper')")
 
 def compare(data, # raw LiTS-style folder or a prepared cache
             archs=None, # architectures (list or comma-separated); default `DEFAULT_ARCHS`
             ablation:str|None=None, # 'cafct', 'dyntransnet' or 'dyntransnet2d': that model's ablation instead of `archs`
             out='compare', # output folder: tables, plot, split.json, cases/, systems/<slug>/ (protocols/<slug>/)
-            split:Split|dict|None=None, # the patient groups: `n_folds` folds (`fold`: run only that one), or one fold of
+            split:Split|dict|None=None, # the patient groups: `n_folds` folds (`fold`: run only that one), or one of
                                         # `test_cases`/`test_pct` and `valid_cases`/`valid_pct`; `max_cases`, `seed`
             scale:Scale|dict|None=None, # epochs, size, bs of every recipe (None: each recipe's own)
             opts:RunOptions|dict|None=None, # pretrained, light, model_kwargs, tta, n_boot, connectivity, device, ...
-            protocol:str='patient', # 'patient' (the comparison); 'paper': also each published system under its own split
+            protocol:str='patient', # 'patient' (the comparison); 'paper': also each published system on its own split
             cache=None, # where to cache a raw `data` folder
-           )->pd.DataFrame: # a row per system with a finished fold; `attrs`: folds, failed, missing, files, protocols, ...
+           )->pd.DataFrame: # a row per system with a finished fold; `attrs`: folds, failed, files, protocols, ...
     "Train, segment and score every system on the same patient folds; write the tables (markdown, CSV), the plot and one ensemble per system"
     sp,sc,op = Split.of(split),_as(Scale, scale),_as(RunOptions, opts)
     _check_args(archs, ablation, sp, protocol)
@@ -731,19 +735,19 @@ def compare(data, # raw LiTS-style folder or a prepared cache
     return table
 
 # %% ../nbs/33_compare.ipynb #c29ca88d
-def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None, max_cases=None,
-                  seed=42, epochs=None, size=None, bs=None, # `lits-compare`'s flags of the split and the scale
+def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None,
+                  max_cases=None, seed=42, epochs=None, size=None, bs=None, # the split's and scale's flags
                   **opts, # the other flags: `RunOptions`'s fields
                  )->tuple: # (`Split`, `Scale`, `RunOptions`)
     "The library's values of a command line's flags (`lits-compare`'s names; case lists may be comma-separated strings)"
     ids = lambda o: parse_cases(o) if isinstance(o, str) else o
-    sp = Split(valid_pct=valid_pct, valid_cases=ids(valid_cases), fold=fold, n_folds=folds, max_cases=max_cases, seed=seed,
-               test_cases=ids(test_cases), test_pct=test_pct)
+    sp = Split(valid_pct=valid_pct, valid_cases=ids(valid_cases), fold=fold, n_folds=folds, max_cases=max_cases,
+               seed=seed, test_cases=ids(test_cases), test_pct=test_pct)
     return sp, Scale(epochs, size, bs), RunOptions(**opts)
 
-def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, out='compare', protocol='patient', cache=None,
-                      **flags):
-    "`compare` for a command line: `flags` read by `compare_flags`, errors as one line naming `prog`, exit 1 when a system failed"
+def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, out='compare', protocol='patient',
+                      cache=None, **flags):
+    "`compare` for a command line: `flags` read by `compare_flags`, errors naming `prog`, exit 1 if a system failed"
     with cli_errors(prog, out=out, first_line=True):
         table = compare(data, archs, ablation, out, *compare_flags(**flags), protocol=protocol, cache=cache)
     if table.attrs['failed'] or not len(table):
@@ -756,7 +760,7 @@ def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, 
 def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
                  archs:str=None, # comma-separated architectures (default ltnet,hybrid,cafct,dyntransnet,unet3d,smp:Unet)
                  ablation:str=None, # run the ablation of cafct, dyntransnet or dyntransnet2d instead of --archs
-                 protocol:str='patient', # patient (the comparison); paper: also each published system under its own split
+                 protocol:str='patient', # patient (the comparison); paper: also each published system on its own split
                  epochs:int=None, # epochs of every recipe (default: each recipe's)
                  size:int=None, # image size in pixels (default: each recipe's)
                  bs:int=None, # batch size (default: each recipe's)
@@ -779,7 +783,8 @@ def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
                  resume:bool=False, # continue interrupted trainings from their last finished epoch (finished folds are always kept)
                 ):
     "Train several LiTS systems on the same patient folds, score the test cases, write tables, a plot and one ensemble per system"
-    lits_compare_main(data, archs=archs, ablation=ablation, protocol=protocol, epochs=epochs, size=size, bs=bs, max_cases=max_cases,
-                      folds=folds, fold=fold, test_cases=test_cases, valid_cases=valid_cases, test_pct=test_pct, valid_pct=valid_pct,
-                      out=out, pretrained=parse_pretrained(pretrained, 'lits-compare'), light=light, seed=seed, cache=cache, tta=tta,
-                      n_boot=n_boot, connectivity=connectivity, device=device, resume=resume)
+    lits_compare_main(data, archs=archs, ablation=ablation, protocol=protocol, epochs=epochs, size=size, bs=bs,
+                      max_cases=max_cases, folds=folds, fold=fold, test_cases=test_cases, valid_cases=valid_cases,
+                      test_pct=test_pct, valid_pct=valid_pct, out=out, light=light, seed=seed, cache=cache, tta=tta,
+                      pretrained=parse_pretrained(pretrained, 'lits-compare'), n_boot=n_boot, connectivity=connectivity,
+                      device=device, resume=resume)

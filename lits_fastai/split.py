@@ -213,8 +213,8 @@ class Split:
     def folds(self, cache) -> list:
         "The folds of a comparison on `cache` (`compare_folds`): `n_folds` folds, or one of `test_pct`, `valid_pct`"
         pct = lambda v: 0.2 if v is None else v
-        return compare_folds(cache, self.n_folds, self.test_cases, self.valid_cases, pct(self.test_pct), pct(self.valid_pct),
-                             self.max_cases, self.seed)
+        return compare_folds(cache, self.n_folds, self.test_cases, self.valid_cases, pct(self.test_pct),
+                             pct(self.valid_pct), self.max_cases, self.seed)
 
 # %% ../nbs/04a_split.ipynb #d3880541
 def check_fold(f:dict):
@@ -297,7 +297,7 @@ def ratio_split(cases, # case table, slice manifest or case ids (as `case_table`
                 ratios=(8, 1, 2), # (training, validation, test) proportions; a 0 leaves that group empty
                 seed:int=42, # seed of the split
                )->tuple: # (training, validation, test) case ids
-    "Cases split in the proportions `ratios`, test then validation cases spread over the tumour burden; 1 case at least a group"
+    "Cases split in the proportions `ratios`, test and validation cases spread over the tumour burden"
     tbl = case_table(cases); n = len(tbl); tot = sum(ratios)
     k = [0 if not r else max(1, round(n*r/tot)) for r in ratios[1:]]
     if n - sum(k) < 1:
@@ -329,7 +329,7 @@ PAPER_SPLITS = {
     'hybrid': PaperSplit('hybrid', 'cases', (8, 1, 2), curated=True, max_cases=11,
         published="11 LiTS volumes with tumours, clean masks and no empty slices; 8/1/2 volumes by patient, "
                   "stratified by tumour size, seed 42",
-        here="the curation rules of `curate_cases` on the cases at hand, at most 11 cases spread over the tumour burden, "
+        here="the curation rules of `curate_cases` on the cases at hand, at most 11 cases spread over tumour burden, "
              "split 8/1/2 in proportion (one case at least per group)"),
     'cafct': PaperSplit('cafct', 'cases', (79, 0, 11), valid_is_test=True,
         published="the LiTS PNG export's own split: 79 training and 11 test volumes",
