@@ -542,6 +542,7 @@ def _difference(r:dict, cl:PaperClaim) -> str:
         parts.append(f"case selection: {r['n_used']} of {r['n_cases']} cases" +
                      (' (tumour present, clean mask), slices without liver left out' if cur else ''))
     if cl.stat!='case_mean': parts.append(f"metric: {STATS[cl.stat]}, not per-case Dice of whole volumes")
+    if np.isnan(r['scores'].get(cl.cls, {}).get(cl.stat, np.nan)): parts.append(f"no scored {r['level']} hold the class")
     return '; '.join(parts) or 'the split only: both are patient-level and scored alike'
 
 def protocol_table(prot:dict, # {system name: `run_protocol` result}
