@@ -14,13 +14,13 @@ import nibabel as nib
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import LitsError, BadInputError, Geometry, atomic_path, save_nifti, save_image, from_slices, cli_compat, write_json, region_mask
-from .core import parse_cases, parse_pretrained, cli_errors
+from .core import parse_cases, parse_pretrained, cli_errors, error_line, read_canonical, to_slices
 from .discover import case_sort_key
 from .recipes import get_recipe, scale
 from .models import MODELS, SMOKE_KWARGS, count_params
 from .models.dyntransnet import DYNTRANSNET_ABLATION
 from .cache import load_manifest, load_case_table, open_case, case_meta, ensure_cache
-from .split import case_table, compare_folds, check_fold
+from .split import case_table, compare_folds, check_fold, Split, PAPER_SPLITS, paper_split, LeakageWarning
 from .train import train
 from .modelfile import read_contract
 from .inference import as_model, predict_volume, write_ensemble, mask_name
@@ -31,9 +31,11 @@ from .plots import save_figure
 from .report import write_report
 
 # %% auto #0
-__all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'MIN_PAIRED', 'heldout_files', 'System', 'systems_for', 'Job',
-           'fold_dir', 'fold_config', 'fold_result', 'run_fold', 'system_result', 'holm', 'pairwise_table',
-           'table_markdown', 'pairwise_markdown', 'plot_compare', 'compare', 'lits_compare_main', 'lits_compare']
+__all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'MIN_PAIRED', 'STATS', 'PAPER_CLAIMS', 'heldout_files', 'System',
+           'systems_for', 'Scale', 'RunOptions', 'Job', 'fold_dir', 'fold_config', 'fold_result', 'run_fold',
+           'system_result', 'holm', 'pairwise_table', 'table_markdown', 'pairwise_markdown', 'plot_compare',
+           'PaperClaim', 'slice_scores', 'protocol_dir', 'run_protocol', 'protocol_table', 'protocol_markdown',
+           'compare', 'compare_flags', 'lits_compare_main', 'lits_compare']
 
 # %% ../nbs/33_compare.ipynb #d2a1108e
 def _link_or_copy(src:Path, dst:Path):
@@ -98,7 +100,9 @@ ABLATIONS = {
            System('+D-MSA+FM-M', a, DYNTRANSNET_ABLATION['+D-MSA+FM-M'], 92.49, f'{a}-dmsa_fmm'),
            System('DynTransNet', a, {}, 93.12, a)] for a in ('dyntransnet', 'dyntransnet2d')},
 }
-PAPER_METRIC = {'cafct': 'tumour Dice (%)', 'dyntransnet': 'liver Dice (%)', 'dyntransnet2d': 'liver Dice (%), 3D paper'}
+PAPER_METRIC = {'cafct': 'tumour Dice (%)',
+                'dyntransnet': "Dice (%) of the 'liver and tumor regions' it segments (not a liver-only Dice)",
+                'dyntransnet2d': "Dice (%) of the 'liver and tumor regions' the 3D paper segments (not liver-only)"}
 
 def systems_for(archs=None, # architecture names (a list or a comma-separated string); default `DEFAULT_ARCHS`
                 ablation:str|None=None, # 'cafct', 'dyntransnet' or 'dyntransnet2d': that model's ablation rows instead
@@ -122,6 +126,30 @@ def _lits_labels(lab:np.ndarray, target) -> np.ndarray:
     "The model's own labels as LiTS labels: a binary tumour map's 1 becomes 2"
     return (lab>0).astype(np.uint8)*2 if target=='tumor' else lab
 
+@dataclass(frozen=True)
+class Scale:
+    "The scale of every recipe of a comparison, as `lits-train`'s flags (None: each recipe's own)"
+    epochs:int|None=None # epochs
+    size:int|None=None # image size in pixels
+    bs:int|None=None # batch size
+
+@dataclass
+class RunOptions:
+    "How a comparison trains, segments and scores, beside its data, split and scale"
+    pretrained:object='auto' # ImageNet encoder weights: 'auto', True or False
+    light:bool=False # `models.SMOKE_KWARGS` added (CPU-sized models)
+    model_kwargs:dict|None=None # {arch: model arguments} for particular systems
+    tta:bool=False # flip test-time augmentation at inference
+    n_boot:int=1000 # bootstrap resamples of the confidence intervals
+    connectivity:int=2 # surface neighbourhood of HD95/ASSD: 2 is the LiTS scorer's (medpy's) 18-neighbourhood
+    device:object=None # inference device (default: CUDA if available)
+    progress:bool=True # progress bars
+    resume:bool=False # continue a fold's interrupted training from its last finished epoch
+
+def _as(cls, v):
+    "`v` as a `cls` (a dataclass): itself, from a dict of its fields, or the default for None"
+    return v if isinstance(v, cls) else cls(**(v or {}))
+
 @dataclass
 class Job:
     "What every fold of a comparison shares: the data, the labelled volumes, the recipe scaling and the evaluation settings"
@@ -137,6 +165,12 @@ class Job:
     connectivity: int = 2 # surface neighbourhood of the distances: 2 is the LiTS scorer's (medpy's) rule
     device: object = None; progress: bool = True
     resume: bool = False # continue a fold's interrupted training from its last epoch
+
+    @classmethod
+    def of(cls, cache, cases, out, all_cases, split:Split, scale:Scale, opts:RunOptions) -> Job:
+        "The `Job` of a comparison's values: its split's seed, its scale and its options"
+        o = {**asdict(opts), 'model_kwargs': opts.model_kwargs or {}}
+        return cls(cache, cases, out, all_cases, **asdict(scale), **o, seed=split.seed)
 
 def fold_dir(job:Job, s:System, k:int) -> Path: return Path(job.out)/'systems'/s.slug/f"fold_{k}"
 
@@ -161,6 +195,45 @@ def _segment(m, case, job, dst):
     vol = next(Path(job.cases[0]).glob(f"volume-{case}.nii*"))
     save_image(predict_volume(m, vol, tta=job.tta, post=False), Path(dst)/mask_name(vol))
 
+def _train_run(s:System, job:Job, tcfg:dict, fd:Path, split:Split, tag:str, log) -> dict:
+    "Train `s` with `split` into `fd/run`, unless a model trained with config `tcfg` is there; returns its record"
+    trained = _read_json(fd/'train.json')
+    if trained and trained.get('train_config')==tcfg and (fd/'run'/'model.safetensors').exists(): return trained
+    started = _read_json(fd/'train_config.json')==tcfg and (fd/'run'/'checkpoints'/'last.pth').exists()
+    if started and not job.resume: log(f"{tag}: its interrupted training starts over (--resume continues it)")
+    if fd.exists() and not (started and job.resume): shutil.rmtree(fd)
+    write_json(fd/'train_config.json', tcfg)
+    t0 = time.perf_counter()
+    learn,_ = train(job.cache, s.arch, epochs=job.epochs, size=job.size, bs=job.bs, split=split,
+                    pretrained=job.pretrained, out=fd/'run', resume=started and job.resume,
+                    model_kwargs=tcfg['model_kwargs'], progress=job.progress)
+    trained = dict(train_config=tcfg, train_s=time.perf_counter()-t0, resumed=bool(started and job.resume),
+                   params=count_params(learn.model))
+    write_json(fd/'train.json', trained)
+    return trained
+
+def _to_lits(raw:Path, dst:Path, pp:dict|None, target:str):
+    "The raw mask `raw` (the model's own labels) post-processed with `pp` (None: none), written to `dst` in LiTS labels"
+    img = nib.load(str(raw))
+    lab = apply_postprocess(np.asarray(img.dataobj).astype(np.uint8), img.header.get_zooms()[:3], pp, target)
+    out = nib.Nifti1Image(_lits_labels(lab, target), img.affine, img.header)
+    out.set_data_dtype(np.uint8); out.header.set_slope_inter(1, 0)
+    save_image(out, dst)
+
+def _segment_fold(m, f:dict, job:Job, fd:Path, target:str) -> tuple:
+    "Segment fold `f`'s validation and test cases, choose the post-processing on the former, apply it to the latter"
+    for d in ('raw_valid', 'raw_test', 'pred'):
+        if (fd/d).exists(): shutil.rmtree(fd/d)
+    for case in f['valid']: _segment(m, case, job, fd/'raw_valid')
+    t0 = time.perf_counter()
+    for case in f['test']: _segment(m, case, job, fd/'raw_test')
+    infer_s = (time.perf_counter()-t0)/len(f['test'])
+    choice = choose_postprocess(fd/'raw_valid', job.cases[1], target)
+    assert set(choice['cases'])==set(f['valid']), 'the post-processing was chosen on other than the validation cases'
+    write_json(fd/'postprocess.json', choice)
+    for r in sorted((fd/'raw_test').glob('*.nii*')): _to_lits(r, fd/'pred'/r.name, choice['postprocess'], target)
+    return choice, infer_s
+
 def run_fold(s:System, # the system
              f:dict, # the fold, from `compare_folds`
              job:Job, # what the folds share
@@ -173,40 +246,14 @@ def run_fold(s:System, # the system
     if done: return done, True
     tcfg,ecfg = fold_config(job, s, f)
     fd = fold_dir(job, s, f['fold'])
-    trained = _read_json(fd/'train.json')
-    if not (trained and trained.get('train_config')==tcfg and (fd/'run'/'model.safetensors').exists()):
-        started = _read_json(fd/'train_config.json')==tcfg and (fd/'run'/'checkpoints'/'last.pth').exists()
-        if started and not job.resume: log(f"{s.name} fold {f['fold']}: its interrupted training starts over (--resume continues it)")
-        if fd.exists() and not (started and job.resume): shutil.rmtree(fd)
-        write_json(fd/'train_config.json', tcfg)
-        t0 = time.perf_counter()
-        learn,mf = train(job.cache, s.arch, epochs=job.epochs, size=job.size, bs=job.bs, valid_cases=f['valid'], test_cases=tcfg['held_out'],
-                         seed=job.seed, pretrained=job.pretrained, out=fd/'run', resume=started and job.resume,
-                         model_kwargs=tcfg['model_kwargs'], progress=job.progress)
-        trained = dict(train_config=tcfg, train_s=time.perf_counter()-t0, resumed=bool(started and job.resume), params=count_params(learn.model))
-        write_json(fd/'train.json', trained)
-        del learn
+    sp = Split(valid_cases=f['valid'], test_cases=tcfg['held_out'], seed=job.seed)
+    trained = _train_run(s, job, tcfg, fd, sp, f"{s.name} fold {f['fold']}", log)
     mf = fd/'run'/'model.safetensors'
     c = read_contract(mf)
     if (c['train_cases'],c['valid_cases'],c.get('test_cases'))!=(f['train'],f['valid'],tcfg['held_out']):
         raise LitsError(f"{mf}: trained on other cases than fold {f['fold']}'s")
     check_fold(dict(fold=f['fold'], train=c['train_cases'], valid=c['valid_cases'], test=f['test']))
-    m = as_model(mf, job.device)
-    for d in ('raw_valid', 'raw_test', 'pred'):
-        if (fd/d).exists(): shutil.rmtree(fd/d)
-    for case in f['valid']: _segment(m, case, job, fd/'raw_valid')
-    t0 = time.perf_counter()
-    for case in f['test']: _segment(m, case, job, fd/'raw_test')
-    infer_s = (time.perf_counter()-t0)/len(f['test'])
-    choice = choose_postprocess(fd/'raw_valid', job.cases[1], c['target'])
-    assert set(choice['cases'])==set(f['valid']), 'the post-processing was chosen on other cases than the validation cases'
-    write_json(fd/'postprocess.json', choice)
-    for r in sorted((fd/'raw_test').glob('*.nii*')):
-        img = nib.load(str(r))
-        lab = apply_postprocess(np.asarray(img.dataobj).astype(np.uint8), img.header.get_zooms()[:3], choice['postprocess'], c['target'])
-        out = nib.Nifti1Image(_lits_labels(lab, c['target']), img.affine, img.header)
-        out.set_data_dtype(np.uint8); out.header.set_slope_inter(1, 0)
-        save_image(out, fd/'pred'/r.name)
+    choice,infer_s = _segment_fold(as_model(mf, job.device), f, job, fd, c['target'])
     per_case,_ = evaluate_folder(fd/'pred', job.cases[1], out=fd/'metrics.csv', connectivity=job.connectivity, n_boot=job.n_boot, seed=0)
     if per_case.attrs['failed']: raise LitsError(per_case.attrs['failed'][0])
     if set(per_case['case'])!=set(f['test']): raise LitsError(f"fold {f['fold']}: scored cases {sorted(set(per_case['case']))} are not its test cases")
@@ -216,7 +263,35 @@ def run_fold(s:System, # the system
     write_json(fd/'result.json', res)
     return res, False
 
+
 # %% ../nbs/33_compare.ipynb #00490eea
+def _ensemble(s:System, folds:list, res:dict, job:Job, target:str) -> Path:
+    "System `s`'s fold models as one ensemble, post-processed as chosen out of fold (or on validation)"
+    files = [fold_dir(job, s, k)/r['model_file'] for k,r in sorted(res.items())]
+    if len(folds)>1:
+        raw = [p for f in folds for p in sorted((fold_dir(job, s, f['fold'])/'raw_test').glob('*.nii*'))]
+        choice = choose_postprocess(raw, job.cases[1], target)
+        chosen_on = f"out-of-fold predictions of {len(choice['cases'])} cases"
+    else: choice,chosen_on = _read_json(fold_dir(job, s, folds[0]['fold'])/'postprocess.json'),'the validation cases'
+    return write_ensemble(Path(job.out)/'systems'/s.slug/'ensemble', files, choice['postprocess'],
+                          postprocess_chosen_on=chosen_on, postprocess_steps=choice['steps'],
+                          folds=[f['fold'] for f in folds], system=s.name)
+
+def _class_columns(summary:pd.DataFrame, by_fold:pd.DataFrame) -> dict:
+    "A table row's per-class columns, from a `summarize` table and the per-fold mean Dice"
+    nan,row = float('nan'),{}
+    for c in CLASSES:
+        ok = c in summary.index
+        g = lambda k: float(summary.loc[c, k]) if ok and k in summary.columns else nan
+        sd = float(by_fold[c].std()) if ok and c in by_fold and len(by_fold)>1 else nan
+        row.update({f"{c}_dice_mean": g('dice_mean'), f"{c}_dice_ci_lo": g('dice_ci_lo'),
+                    f"{c}_dice_ci_hi": g('dice_ci_hi'), f"{c}_dice_global": g('dice_global'), f"{c}_dice_fold_sd": sd,
+                    f"{c}_hd95": g('hd95_mean'), f"{c}_assd": g('assd_mean')})
+    tum = 'tumor' in summary.index
+    row.update(lesion_precision=float(summary.loc['tumor', 'lesion_precision']) if tum else nan,
+               lesion_recall=float(summary.loc['tumor', 'lesion_recall']) if tum else nan)
+    return row
+
 def system_result(s:System, # the system
                   folds:list, # every fold of the comparison
                   job:Job, # what the folds share
@@ -224,39 +299,20 @@ def system_result(s:System, # the system
     "The out-of-fold result of system `s` from its finished folds; its ensemble once all are finished"
     res = {f['fold']: r for f in folds if (r := fold_result(job, s, f))}
     if not res: return None
-    sdir = Path(job.out)/'systems'/s.slug
     target = next(iter(res.values()))['target']
     per_case = pd.concat([pd.read_csv(fold_dir(job, s, k)/r['metrics'], dtype={'case': str}).assign(fold=k) for k,r in sorted(res.items())],
                          ignore_index=True)
     per_case = per_case[per_case['cls'].isin(scored_classes(target))].reset_index(drop=True)
-    write_csv(per_case, sdir/'oof_metrics.csv', index=False)
+    write_csv(per_case, Path(job.out)/'systems'/s.slug/'oof_metrics.csv', index=False)
     summary = summarize(per_case, n_boot=job.n_boot, seed=0)
     by_fold = per_case.groupby(['fold', 'cls'])['dice'].mean().unstack()
     missing = [f['fold'] for f in folds if f['fold'] not in res]
-    ens = None
-    if not missing:
-        files = [fold_dir(job, s, k)/r['model_file'] for k,r in sorted(res.items())]
-        if len(folds)>1:
-            raw = [p for f in folds for p in sorted((fold_dir(job, s, f['fold'])/'raw_test').glob('*.nii*'))]
-            choice = choose_postprocess(raw, job.cases[1], target)
-            chosen_on = f"out-of-fold predictions of {len(choice['cases'])} cases"
-        else: choice,chosen_on = _read_json(fold_dir(job, s, folds[0]['fold'])/'postprocess.json'),'the validation cases'
-        ens = write_ensemble(sdir/'ensemble', files, choice['postprocess'], postprocess_chosen_on=chosen_on,
-                             postprocess_steps=choice['steps'], folds=[f['fold'] for f in folds], system=s.name)
+    ens = None if missing else _ensemble(s, folds, res, job, target)
     r0 = next(iter(res.values()))
-    row = dict(system=s.name, arch=s.arch, task=_task(target), params=int(r0['params']), folds=len(folds), folds_done=len(res),
-               train_s=float(sum(r['train_s'] for r in res.values())),
-               infer_s_per_case=float(np.mean([r['infer_s_per_case'] for r in res.values()])), n_cases=int(per_case['case'].nunique()))
-    nan = float('nan')
-    for c in CLASSES:
-        ok = c in summary.index
-        g = lambda k: float(summary.loc[c, k]) if ok and k in summary.columns else nan
-        sd = float(by_fold[c].std()) if ok and c in by_fold and len(by_fold)>1 else nan
-        row.update({f"{c}_dice_mean": g('dice_mean'), f"{c}_dice_ci_lo": g('dice_ci_lo'), f"{c}_dice_ci_hi": g('dice_ci_hi'),
-                    f"{c}_dice_global": g('dice_global'), f"{c}_dice_fold_sd": sd, f"{c}_hd95": g('hd95_mean'), f"{c}_assd": g('assd_mean')})
-    tum = 'tumor' in summary.index
-    row.update(lesion_precision=float(summary.loc['tumor', 'lesion_precision']) if tum else nan,
-               lesion_recall=float(summary.loc['tumor', 'lesion_recall']) if tum else nan)
+    row = dict(system=s.name, arch=s.arch, task=_task(target), params=int(r0['params']), folds=len(folds),
+               folds_done=len(res), train_s=float(sum(r['train_s'] for r in res.values())),
+               infer_s_per_case=float(np.mean([r['infer_s_per_case'] for r in res.values()])),
+               n_cases=int(per_case['case'].nunique()), **_class_columns(summary, by_fold))
     if s.paper is not None: row['paper_dice'] = s.paper
     return dict(row=row, per_case=per_case, missing=missing, ensemble=ens, summary=summary)
 
@@ -377,6 +433,152 @@ def plot_compare(table:pd.DataFrame, # from `compare`
     fig.tight_layout()
     return fig
 
+# %% ../nbs/33_compare.ipynb #c0257007
+@dataclass(frozen=True)
+class PaperClaim:
+    "A paper's headline number and how it is measured"
+    cls:str # LiTS class: 'liver' (labels 1 and 2) or 'tumor'
+    stat:str # 'pooled', 'slice_mean' or 'case_mean' (see `STATS`)
+    value:float # the paper's number, as a fraction
+    reports:str # what the paper reports, in words
+
+STATS = {'pooled': 'Dice pooled over the test slices', 'slice_mean': 'mean Dice over the test slices holding the class',
+         'case_mean': 'mean per-case Dice over whole test volumes'}
+
+PAPER_CLAIMS = {
+    'ltnet': PaperClaim('liver', 'pooled', 0.9733, "Dice 0.9733 on its validation slices (fastai's Dice; its class "
+                        "is not stated: the liver, labels 1 and 2, is taken)"),
+    'hybrid': PaperClaim('tumor', 'slice_mean', 0.810, 'tumour Dice 0.810 ± 0.304, mean over the test slices'),
+    'cafct': PaperClaim('tumor', 'slice_mean', 0.8429, 'tumour Dice 84.29 on the test slices of a LiTS PNG export'),
+    'unet3d': PaperClaim('liver', 'case_mean', 0.9604, 'liver Dice 0.9604, mean per validation volume'),
+    'dyntransnet': PaperClaim('liver', 'case_mean', 0.9312, "Dice 93.12 of the 'liver and tumor regions' (3D)"),
+    'dyntransnet2d': PaperClaim('liver', 'case_mean', 0.9312, "Dice 93.12 of the 'liver and tumor regions' (3D paper)"),
+}
+
+# %% ../nbs/33_compare.ipynb #e905b3e9
+def _slice_dice(pred_dir:Path, segs:Path, test_slices:pd.DataFrame) -> pd.DataFrame:
+    "Overlap counts of each test slice (the cache's slice order) and class, from the predicted and true NIfTI masks"
+    rows = []
+    for case,g in test_slices.groupby('case', sort=False):
+        p = to_slices(read_canonical(next(Path(pred_dir).glob(f"segmentation-{case}.nii*")))[0])
+        t = to_slices(read_canonical(next(Path(segs).glob(f"segmentation-{case}.nii*")))[0])
+        for z in g['slice']:
+            for c in CLASSES:
+                a,b = region_mask(p[z], c),region_mask(t[z], c)
+                rows.append(dict(case=str(case), slice=int(z), cls=c, inter=int((a & b).sum()), pred=int(a.sum()),
+                                 true=int(b.sum())))
+    return pd.DataFrame(rows, columns=['case', 'slice', 'cls', 'inter', 'pred', 'true'])
+
+def slice_scores(counts:pd.DataFrame, # from `_slice_dice`: case, slice, cls, inter, pred, true
+                )->dict: # {class: pooled, slice_mean, slice_sd, n_slices}
+    "Dice pooled over the slices, and its mean and SD over the slices that hold the class (the others left out)"
+    out,nan = {},float('nan')
+    for c,d in counts.groupby('cls'):
+        tot = d['pred'].sum() + d['true'].sum()
+        h = d[d['true']>0]
+        dice = (2*h['inter']/(h['pred'] + h['true'])).to_numpy(float)
+        out[c] = dict(pooled=float(2*d['inter'].sum()/tot) if tot else nan,
+                      slice_mean=float(dice.mean()) if len(dice) else nan,
+                      slice_sd=float(dice.std(ddof=1)) if len(dice)>1 else nan, n_slices=len(dice))
+    return out
+
+# %% ../nbs/33_compare.ipynb #1069aee6
+def protocol_dir(job:Job, s:System) -> Path: return Path(job.out)/'protocols'/s.slug
+
+def _protocol_config(s:System, job:Job, g:dict) -> dict:
+    "The training configuration of system `s` under its paper's split `g` (`split.paper_split`)"
+    tcfg,_ = fold_config(job, s, dict(fold=0, train=g['train'], valid=g['valid'], test=g['test']))
+    return {**tcfg, 'protocol': g['protocol'], 'level': g['level'], 'test_slices': len(g['test_slices'])}
+
+def _protocol_scores(fd:Path, segs:Path, g:dict, job:Job) -> dict:
+    "{class: scores} of the predictions in `fd/pred` on the test slices of `g`, and per-case mean Dice (case splits)"
+    counts = _slice_dice(fd/'pred', segs, g['test_slices'])
+    write_csv(counts, fd/'slices.csv', index=False)
+    sc = slice_scores(counts)
+    if g['level']=='cases':
+        pc,_ = evaluate_folder(fd/'pred', segs, out=fd/'metrics.csv', connectivity=job.connectivity, n_boot=job.n_boot,
+                               seed=0)
+        for c,v in pc.groupby('cls')['dice'].mean().items():
+            if c in sc: sc[c]['case_mean'] = float(v)
+    return sc
+
+def run_protocol(s:System, # a published system (its arch in `split.PAPER_SPLITS`)
+                 job:Job, # what the comparison shares
+                 log=print, # where the one-line status goes
+                )->dict: # the run's result (also `OUT/protocols/<slug>/result.json`)
+    "Train system `s` under its paper's own split, segment its test cases without post-processing and score them"
+    g = paper_split(job.cache, PAPER_SPLITS[s.arch], seed=job.seed)
+    fd,tcfg = protocol_dir(job, s),_protocol_config(s, job, g)
+    done = _read_json(fd/'result.json')
+    if done and done.get('train_config')==tcfg: return done
+    by_slice = g['level']=='slices'
+    sp = Split(valid_cases=None if by_slice else g['valid'], test_cases=tcfg['held_out'] or None, seed=job.seed,
+               valid_pct=PAPER_SPLITS[s.arch].ratios[1] if by_slice else None, slice_split=by_slice)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', LeakageWarning)         # the leakage is the point here, and it is reported
+        trained = _train_run(s, job, tcfg, fd, sp, f"{s.name} under its paper's protocol", log)
+    mf = fd/'run'/'model.safetensors'
+    target,m = read_contract(mf)['target'],as_model(mf, job.device)
+    _,segs = heldout_files(job.cache, g['test'], Path(job.out)/'cases')
+    for d in ('raw', 'pred'): shutil.rmtree(fd/d, ignore_errors=True)
+    for case in g['test']: _segment(m, case, job, fd/'raw')
+    for r in sorted((fd/'raw').glob('*.nii*')): _to_lits(r, fd/'pred'/r.name, None, target)
+    keep = ('protocol', 'level', 'leakage', 'valid_is_test', 'n_cases', 'n_used', 'train', 'valid', 'test', 'published',
+            'here')
+    res = dict(train_config=tcfg, target=target, scores=_protocol_scores(fd, segs, g, job), train_s=trained['train_s'],
+               params=trained['params'], **{k: g[k] for k in keep})
+    write_json(fd/'result.json', res)
+    return res
+
+# %% ../nbs/33_compare.ipynb #1f98906c
+def _difference(r:dict, cl:PaperClaim) -> str:
+    "What separates a run under a paper's protocol from the patient-level comparison, in words"
+    lk,parts,cur = r['leakage'],[],PAPER_SPLITS[r['train_config']['arch']].curated
+    if lk['leaks']:
+        parts.append(f"leakage: {lk['leaking_slices']} of {lk['test_slices']} test slices have their patient in "
+                     "training")
+    if r['valid_is_test']: parts.append(f"the checkpoint is chosen on the scored {r['level']}")
+    if cur or r['n_used']<r['n_cases']:
+        parts.append(f"case selection: {r['n_used']} of {r['n_cases']} cases" +
+                     (' (tumour present, clean mask), slices without liver left out' if cur else ''))
+    if cl.stat!='case_mean': parts.append(f"metric: {STATS[cl.stat]}, not per-case Dice of whole volumes")
+    if np.isnan(r['scores'].get(cl.cls, {}).get(cl.stat, np.nan)): parts.append(f"no scored {r['level']} hold the class")
+    return '; '.join(parts) or 'the split only: both are patient-level and scored alike'
+
+def protocol_table(prot:dict, # {system name: `run_protocol` result}
+                   table:pd.DataFrame, # the patient-level comparison of the same systems (`compare`'s table)
+                  )->pd.DataFrame: # one row per system
+    "The paper's number, the run under its protocol and the patient-level number side by side, and what separates them"
+    hon,rows,nan = table.set_index('system') if len(table) else pd.DataFrame(),[],float('nan')
+    for n,r in prot.items():
+        cl = PAPER_CLAIMS[r['train_config']['arch']]
+        ok = n in hon.index and f"{cl.cls}_dice_mean" in hon.columns
+        rows.append(dict(system=n, paper_reports=cl.reports,
+                         metric=f"{'tumour' if cl.cls=='tumor' else cl.cls}: {STATS[cl.stat]}", paper=cl.value,
+                         paper_protocol_here=r['scores'].get(cl.cls, {}).get(cl.stat, nan),
+                         honest_here=float(hon.loc[n, f"{cl.cls}_dice_mean"]) if ok else nan,
+                         honest_folds=int(hon.loc[n, 'folds_done']) if ok else 0, leaks=bool(r['leakage']['leaks']),
+                         leaking_slices=int(r['leakage']['leaking_slices']),
+                         test_slices=int(r['leakage']['test_slices']),
+                         cases_used=int(r['n_used']), cases=int(r['n_cases']), difference=_difference(r, cl)))
+    return pd.DataFrame(rows)
+
+def protocol_markdown(pt:pd.DataFrame, # from `protocol_table`
+                      title:str="The papers' protocols beside the patient-level comparison", # heading line
+                     )->str:
+    "The protocol table as markdown; a protocol that leaks is marked in its row"
+    cols = ['system', 'paper reports', 'paper', "paper's protocol here", 'patient-level here', 'leaks',
+            'test slices, patient in training', 'cases used', 'the difference is made of']
+    lines = [f"## {title}", '', '| ' + ' | '.join(cols) + ' |', '|' + '---|'*len(cols)]
+    for r in pt.to_dict('records'):
+        v = [r['system'], r['paper_reports'], _f(r['paper']), _f(r['paper_protocol_here']),
+             _f(r['honest_here']) + (f" ({r['honest_folds']}-fold CV)" if r['honest_folds']>1 else ''),
+             '**yes: leaks**' if r['leaks'] else 'no', f"{r['leaking_slices']} of {r['test_slices']}",
+             f"{r['cases_used']} of {r['cases']}", r['difference']]
+        lines.append('| ' + ' | '.join(str(o) for o in v) + ' |')
+    how = '; '.join(f"{r['system']}, {r['metric']}" for r in pt.to_dict('records'))
+    return '\n'.join(lines + ['', f"Metric of each row: {how}. Only the patient-level column compares systems."]) + '\n'
+
 # %% ../nbs/33_compare.ipynb #75e62fdd
 def _run_systems(systems, todo, job) -> list:
     "Train, segment and score every system on the folds `todo`, saying how each went; returns the failures as (system, message)"
@@ -414,90 +616,141 @@ def _title_notes(table, fl, job, ablation, missing, max_cases) -> tuple:
     if ablation: notes.append(f"paper Dice: {PAPER_METRIC[ablation]}, as the paper reports it on its own test data.")
     return title, notes
 
-def _write_results(table, pw, results, systems, fl, job, cases, out:Path, ablation, max_cases) -> dict:
-    "Write a comparison's tables (CSV, markdown), plot and report; returns the files by kind"
-    stem = f"ablation_{ablation}" if ablation else 'compare'
+def _write_protocols(prot:dict, table:pd.DataFrame, out:Path) -> tuple:
+    "Write the protocol table (CSV, markdown); returns (files, markdown, report notes, the table)"
+    pt = protocol_table(prot, table)
+    md = protocol_markdown(pt)
+    with atomic_path(out/'protocols.md') as tmp: Path(tmp).write_text(md)
+    notes = [f"{r['system']} under its paper's protocol{' (LEAKS)' if r['leaks'] else ''}: "
+             f"{_f(r['paper_protocol_here'])} ({r['metric']}); the paper: {_f(r['paper'])}; patient-level here: "
+             f"{_f(r['honest_here'])}. {r['difference']}." for r in pt.to_dict('records')]
+    files = dict(protocols_csv=write_csv(pt, out/'protocols.csv', index=False), protocols_md=out/'protocols.md')
+    return files, md, notes, pt
+
+def _write_results(table, pw, results, systems, fl, job, ablation, max_cases, prot=None) -> dict:
+    "Write a comparison's tables (CSV, markdown), plot and report, and the papers' protocols beside; returns the files"
+    out,stem = Path(job.out),(f"ablation_{ablation}" if ablation else 'compare')
     title, notes = _title_notes(table, fl, job, ablation, {n: res['missing'] for n,res in results.items() if res['missing']}, max_cases)
     per_case = {n: res['per_case'] for n,res in results.items()}
-    files = {}
-    files['csv'] = write_csv(table, out/f"{stem}.csv", index=False)
+    files = {'csv': write_csv(table, out/f"{stem}.csv", index=False)}
     md = table_markdown(table, title, notes)
     if pw is not None:
         files['pairwise_csv'] = write_csv(pw, out/f"{stem}_pairwise.csv", index=False)
         md += '\n' + pairwise_markdown(pw)
+    if prot:
+        pf,pmd,pnotes,table.attrs['protocols'] = _write_protocols(prot, table, out)
+        files.update(pf); md += '\n' + pmd; notes = notes + pnotes
     with atomic_path(out/f"{stem}.md") as tmp: Path(tmp).write_text(md)
     files['md'] = out/f"{stem}.md"
     files['png'] = save_figure(plot_compare(table, pw, title), out/f"{stem}.png", close=True)
     by = {s.name: s for s in systems}
     hist = {n: [p for k in sorted(res['per_case']['fold'].unique()) if (p := fold_dir(job, by[n], k)/'run'/'history.csv').exists()]
             for n,res in results.items()}
-    files['html'] = write_report(out/('report.html' if not ablation else f"{stem}_report.html"), table, per_case, pw, volumes=cases[0],
-                                 histories=hist, split=out/'split.json', title=title, notes=notes,
+    files['html'] = write_report(out/('report.html' if not ablation else f"{stem}_report.html"), table, per_case, pw,
+                                 volumes=job.cases[0], histories=hist, split=out/'split.json', title=title, notes=notes,
                                  recipes={n: fold_config(job, by[n], fl[0])[0]['recipe'] for n in results})
     print(f"wrote {', '.join(str(o) for o in files.values())}", flush=True)
     ens = [str(res['ensemble']) for res in results.values() if res['ensemble']]
     if ens: print(f"ensembles for lits-predict: {', '.join(ens)}", flush=True)
     return files
 
+def _run_protocols(systems, job) -> tuple:
+    "Train and score each published system under its paper's own split; returns ({name: result}, [(name, message)])"
+    res,failed = {},[]
+    for s in systems:
+        if s.arch not in PAPER_SPLITS:
+            print(f"{s.name}: no paper's protocol (not a published system)", flush=True); continue
+        print(f"{s.name} under its paper's protocol: {PAPER_SPLITS[s.arch].here} ...", flush=True)
+        try: res[s.name] = r = run_protocol(s, job, log=lambda m: print(m, flush=True))
+        except (LitsError, KeyError, ValueError, RuntimeError, OSError) as e:
+            print(f"{s.name} under its paper's protocol: failed: {error_line(e)}", file=sys.stderr, flush=True)
+            failed.append((f"{s.name} (paper's protocol)", error_line(e))); continue
+        cl,lk = PAPER_CLAIMS[s.arch],r['leakage']
+        leak = f"; LEAKS: {lk['leaking_slices']} test slices have their patient in training" if lk['leaks'] else ''
+        print(f"{s.name} under its paper's protocol: {STATS[cl.stat]}, {cl.cls}: "
+              f"{_f(r['scores'].get(cl.cls, {}).get(cl.stat))}{leak}", flush=True)
+    return res, failed
+
+def _assemble(systems, fl, job, ablation, max_cases, prot) -> pd.DataFrame:
+    "The table of the finished folds, its paired differences and files; says which folds are missing"
+    results = {s.name: res for s in systems if (res := system_result(s, fl, job))}
+    missing = {n: res['missing'] for n,res in results.items() if res['missing']}
+    for n,ks in missing.items():
+        print(f"{n}: fold(s) {', '.join(map(str, ks))} not finished (one job each: the same options with "
+              f"{' / '.join(f'--fold {k}' for k in ks)})", flush=True)
+    table = pd.DataFrame([res['row'] for res in results.values()])
+    per_case = {n: res['per_case'] for n,res in results.items()}
+    full = next((s.name for s in systems if ablation and not s.model_kwargs), None)   # an ablation's full model
+    ref = full if full in per_case else None
+    pw = pairwise_table(per_case, n_boot=job.n_boot, reference=ref) if len(per_case)>1 else None
+    files = _write_results(table, pw, results, systems, fl, job, ablation, max_cases, prot) if len(table) else {}
+    table.attrs.update(folds=fl, missing=missing, files=files, pairwise=pw, per_case=per_case,
+                       ensembles={n: res['ensemble'] for n,res in results.items()})
+    return table
+
+def _check_args(archs, ablation, sp:Split, protocol:str):
+    "Refuse a comparison's contradictory arguments, in one line each"
+    if ablation is not None and archs is not None: raise LitsError('give archs or an ablation, not both')
+    if sp.fold is not None and not sp.n_folds: raise LitsError('fold k needs folds: the number of folds')
+    if sp.fold is not None and not 0<=sp.fold<sp.n_folds:
+        raise LitsError(f"fold must be in 0..{sp.n_folds-1}, got {sp.fold}")
+    if protocol not in ('patient', 'paper'): raise LitsError(f"unknown protocol {protocol!r}: use 'patient' or 'paper'")
+    if protocol=='paper' and ablation is not None:
+        raise LitsError("protocol 'paper' runs systems, not an ablation's rows")
+    if sp.slice_split:
+        raise LitsError("a comparison splits by patient: a slice split runs only as a paper's protocol ('paper')")
+
 def compare(data, # raw LiTS-style folder or a prepared cache
             archs=None, # architectures (list or comma-separated); default `DEFAULT_ARCHS`
             ablation:str|None=None, # 'cafct', 'dyntransnet' or 'dyntransnet2d': that model's ablation instead of `archs`
-            out='compare', # output folder: the tables, the plot, split.json, cases/, systems/<slug>/
-            epochs:int|None=None, size:int|None=None, bs:int|None=None, max_cases:int|None=None, # scale every recipe
-            folds:int|None=None, # K-fold cross-validation by patient (default: one held-out test group)
-            fold:int|None=None, # with `folds`: run only this fold (0-based), then assemble what is finished
-            test_cases=None, valid_cases=None, test_pct:float=0.2, valid_pct:float=0.2, # the groups of a single split
-            pretrained='auto', # ImageNet encoder weights: 'auto', True or False
-            light:bool=False, # CPU-sized models (`models.SMOKE_KWARGS`)
-            model_kwargs:dict|None=None, # {arch: {model arguments}} for particular systems
-            seed:int=42, # split and training seed
+            out='compare', # output folder: tables, plot, split.json, cases/, systems/<slug>/ (protocols/<slug>/)
+            split:Split|dict|None=None, # the patient groups: `n_folds` folds (`fold`: run only that one), or one of
+                                        # `test_cases`/`test_pct` and `valid_cases`/`valid_pct`; `max_cases`, `seed`
+            scale:Scale|dict|None=None, # epochs, size, bs of every recipe (None: each recipe's own)
+            opts:RunOptions|dict|None=None, # pretrained, light, model_kwargs, tta, n_boot, connectivity, device, ...
+            protocol:str='patient', # 'patient' (the comparison); 'paper': also each published system on its own split
             cache=None, # where to cache a raw `data` folder
-            tta:bool=False, # flip test-time augmentation at inference
-            n_boot:int=1000, # bootstrap resamples of the confidence intervals
-            connectivity:int=2, # surface neighbourhood of HD95/ASSD: 2 is the LiTS scorer's (medpy's) 18-neighbourhood
-            device=None, # inference device (default: CUDA if available)
-            progress:bool=True, # progress bars
-            resume:bool=False, # continue a fold's interrupted training from its last finished epoch
-           )->pd.DataFrame: # one row per system with a finished fold; `attrs`: folds, failed, missing, files, pairwise, per_case
+           )->pd.DataFrame: # a row per system with a finished fold; `attrs`: folds, failed, files, protocols, ...
     "Train, segment and score every system on the same patient folds; write the tables (markdown, CSV), the plot and one ensemble per system"
-    if ablation is not None and archs is not None: raise LitsError('give archs or an ablation, not both')
-    if fold is not None and not folds: raise LitsError('fold k needs folds: the number of folds')
-    if fold is not None and not 0<=fold<folds: raise LitsError(f"fold must be in 0..{folds-1}, got {fold}")
+    sp,sc,op = Split.of(split),_as(Scale, scale),_as(RunOptions, opts)
+    _check_args(archs, ablation, sp, protocol)
     systems = systems_for(archs, ablation)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cache = ensure_cache(data, cache, progress=progress)
-    fl = compare_folds(cache, folds, test_cases, valid_cases, test_pct, valid_pct, max_cases, seed)
+    cache = ensure_cache(data, cache, progress=op.progress)
+    fl = sp.folds(cache)
     all_cases = sorted(map(str, case_table(load_manifest(cache))['case']), key=case_sort_key)   # those left out by max_cases are held out too
-    write_json(out/'split.json', dict(folds=fl, seed=seed, cache=str(Path(cache).resolve()),
-                                      how=dict(folds=folds, test_cases=test_cases, valid_cases=valid_cases, test_pct=test_pct,
-                                               valid_pct=valid_pct, max_cases=max_cases)))
-    todo = [f for f in fl if fold is None or f['fold']==fold]
+    pct = lambda v: 0.2 if v is None else v
+    how = dict(folds=sp.n_folds, test_cases=sp.test_cases, valid_cases=sp.valid_cases, test_pct=pct(sp.test_pct),
+               valid_pct=pct(sp.valid_pct), max_cases=sp.max_cases)
+    write_json(out/'split.json', dict(folds=fl, seed=sp.seed, cache=str(Path(cache).resolve()), how=how))
+    todo = [f for f in fl if sp.fold is None or f['fold']==sp.fold]
     cases = heldout_files(cache, sorted({c for f in todo for g in ('valid', 'test') for c in f[g]}, key=case_sort_key), out/'cases')
-    job = Job(cache, cases, out, all_cases, epochs, size, bs, pretrained, light, model_kwargs or {}, seed, tta, n_boot, connectivity,
-              device, progress, resume)
+    job = Job.of(cache, cases, out, all_cases, sp, sc, op)
     for f in fl: print(f"fold {f['fold']}: {len(f['train'])} training, {len(f['valid'])} validation cases ({', '.join(f['valid'])}), "
                        f"{len(f['test'])} test cases ({', '.join(f['test'])})", flush=True)
     print(f"{len(systems)} system(s) x {len(todo)} fold(s) -> {out}", flush=True)
     failed = _run_systems(systems, todo, job)
-    results = {s.name: res for s in systems if (res := system_result(s, fl, job))}
-    rows = [res['row'] for res in results.values()]
-    missing = {n: res['missing'] for n,res in results.items() if res['missing']}
-    for n,ks in missing.items(): print(f"{n}: fold(s) {', '.join(map(str, ks))} not finished (one job each: the same options with "
-                                       f"{' / '.join(f'--fold {k}' for k in ks)})", flush=True)
-    table = pd.DataFrame(rows)
-    per_case = {n: res['per_case'] for n,res in results.items()}
-    full = next((s.name for s in systems if ablation and not s.model_kwargs), None)     # an ablation's rows against its full model
-    pw = pairwise_table(per_case, n_boot=n_boot, reference=full if full in per_case else None) if len(per_case)>1 else None
-    files = _write_results(table, pw, results, systems, fl, job, cases, out, ablation, max_cases) if len(table) else {}
-    table.attrs.update(folds=fl, failed=failed, missing=missing, files=files, pairwise=pw, per_case=per_case,
-                       ensembles={n: res['ensemble'] for n,res in results.items()})
+    prot,pfailed = _run_protocols(systems, job) if protocol=='paper' and sp.fold in (None, 0) else ({}, [])
+    table = _assemble(systems, fl, job, ablation, sp.max_cases, prot)
+    table.attrs['failed'] = failed + pfailed
     return table
 
 # %% ../nbs/33_compare.ipynb #c29ca88d
-def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, test_cases=None, valid_cases=None, **kwargs):
-    "`compare` for a command line: errors as one line naming `prog`, exit status 1 when a system failed"
-    with cli_errors(prog, out=kwargs.get('out'), first_line=True):
-        table = compare(data, archs=archs, ablation=ablation, test_cases=parse_cases(test_cases), valid_cases=parse_cases(valid_cases), **kwargs)
+def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None,
+                  max_cases=None, seed=42, epochs=None, size=None, bs=None, # the split's and scale's flags
+                  **opts, # the other flags: `RunOptions`'s fields
+                 )->tuple: # (`Split`, `Scale`, `RunOptions`)
+    "The library's values of a command line's flags (`lits-compare`'s names; case lists may be comma-separated strings)"
+    ids = lambda o: parse_cases(o) if isinstance(o, str) else o
+    sp = Split(valid_pct=valid_pct, valid_cases=ids(valid_cases), fold=fold, n_folds=folds, max_cases=max_cases,
+               seed=seed, test_cases=ids(test_cases), test_pct=test_pct)
+    return sp, Scale(epochs, size, bs), RunOptions(**opts)
+
+def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, out='compare', protocol='patient',
+                      cache=None, **flags):
+    "`compare` for a command line: `flags` read by `compare_flags`, errors naming `prog`, exit 1 if a system failed"
+    with cli_errors(prog, out=out, first_line=True):
+        table = compare(data, archs, ablation, out, *compare_flags(**flags), protocol=protocol, cache=cache)
     if table.attrs['failed'] or not len(table):
         print(f"{prog}: {len(table.attrs['failed'])} system(s) failed: {', '.join(n for n,_ in table.attrs['failed'])}", file=sys.stderr)
         sys.exit(1)
@@ -508,6 +761,7 @@ def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, 
 def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
                  archs:str=None, # comma-separated architectures (default ltnet,hybrid,cafct,dyntransnet,unet3d,smp:Unet)
                  ablation:str=None, # run the ablation of cafct, dyntransnet or dyntransnet2d instead of --archs
+                 protocol:str='patient', # patient (the comparison); paper: also each published system on its own split
                  epochs:int=None, # epochs of every recipe (default: each recipe's)
                  size:int=None, # image size in pixels (default: each recipe's)
                  bs:int=None, # batch size (default: each recipe's)
@@ -530,7 +784,8 @@ def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
                  resume:bool=False, # continue interrupted trainings from their last finished epoch (finished folds are always kept)
                 ):
     "Train several LiTS systems on the same patient folds, score the test cases, write tables, a plot and one ensemble per system"
-    lits_compare_main(data, archs=archs, ablation=ablation, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds, fold=fold,
-                      test_cases=test_cases, valid_cases=valid_cases, test_pct=test_pct, valid_pct=valid_pct, out=out,
-                      pretrained=parse_pretrained(pretrained, 'lits-compare'), light=light, seed=seed, cache=cache, tta=tta, n_boot=n_boot,
-                      connectivity=connectivity, device=device, resume=resume)
+    lits_compare_main(data, archs=archs, ablation=ablation, protocol=protocol, epochs=epochs, size=size, bs=bs,
+                      max_cases=max_cases, folds=folds, fold=fold, test_cases=test_cases, valid_cases=valid_cases,
+                      test_pct=test_pct, valid_pct=valid_pct, out=out, light=light, seed=seed, cache=cache, tta=tta,
+                      pretrained=parse_pretrained(pretrained, 'lits-compare'), n_boot=n_boot, connectivity=connectivity,
+                      device=device, resume=resume)

@@ -13,9 +13,10 @@ from .discover import case_sort_key
 from .cache import load_manifest
 
 # %% auto #0
-__all__ = ['case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'sorted_cases', 'patient_split',
-           'case_splitter', 'slice_splitter', 'resolve_split', 'without_cases', 'limit_cases', 'split_cases',
-           'split_kwargs', 'Split', 'check_fold', 'compare_folds']
+__all__ = ['case_key', 'PAPER_SPLITS', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'sorted_cases',
+           'patient_split', 'case_splitter', 'slice_splitter', 'resolve_split', 'without_cases', 'limit_cases',
+           'split_cases', 'split_kwargs', 'Split', 'check_fold', 'compare_folds', 'random_slice_split', 'slice_leakage',
+           'curate_cases', 'ratio_split', 'PaperSplit', 'paper_split']
 
 # %% ../nbs/04a_split.ipynb #86137545
 class LeakageError(LitsError, ValueError):
@@ -186,7 +187,7 @@ def split_kwargs(kwargs:dict, # the split arguments a DataLoaders factory was gi
 # %% ../nbs/04a_split.ipynb #802e3f62
 @dataclass(frozen=True)
 class Split:
-    "A run's patient-level split as one value: `split_cases`'s arguments"
+    "A run's split as one value: `split_cases`'s arguments, and the test share of a comparison (`compare_folds`)"
     valid_pct:float|None=None # fraction of cases for validation (default 0.2)
     valid_cases:list|None=None # explicit validation case ids
     fold:int|None=None # validation fold (0-based) of `n_folds`
@@ -194,6 +195,8 @@ class Split:
     max_cases:int|None=None # use at most this many cases
     seed:int=42 # seed of the split and the case subset (and of a training run's sampling and weights)
     test_cases:list|None=None # case ids held out of the run entirely
+    test_pct:float|None=None # share of the cases a comparison holds out for testing (default 0.2; `compare_folds` only)
+    slice_split:bool=False # split slices at random instead (leaks patients: a paper's protocol, never a default)
 
     @classmethod
     def of(cls, split=None, **kwargs) -> Split:
@@ -201,11 +204,17 @@ class Split:
         s = split if isinstance(split, Split) else cls(**(split or {}))
         return replace(s, **kwargs) if kwargs else s
     def kwargs(self, but=()) -> dict:
-        "The fields as `split_cases` keyword arguments, without those named in `but`"
-        return {k: v for k,v in asdict(self).items() if k not in but}
+        "The fields as `split_cases` keyword arguments (`slice_split` only when set), without those named in `but`"
+        return {k: v for k,v in asdict(self).items()
+                if k not in (*but, 'test_pct') and not (k=='slice_split' and not v)}
     def cases(self, source) -> tuple:
         "(training case ids, validation case ids) of `source` (see `split_cases`)"
         return split_cases(source, **self.kwargs())
+    def folds(self, cache) -> list:
+        "The folds of a comparison on `cache` (`compare_folds`): `n_folds` folds, or one of `test_pct`, `valid_pct`"
+        pct = lambda v: 0.2 if v is None else v
+        return compare_folds(cache, self.n_folds, self.test_cases, self.valid_cases, pct(self.test_pct),
+                             pct(self.valid_pct), self.max_cases, self.seed)
 
 # %% ../nbs/04a_split.ipynb #d3880541
 def check_fold(f:dict):
@@ -245,3 +254,127 @@ def compare_folds(cache, # a prepared cache
     if len(tbl)<3: raise LitsError(f"{len(tbl)} case(s): a comparison needs 3 or more (training, validation and test)")
     test = [str(o) for o in test_cases] if test_cases else patient_split(tbl, valid_pct=test_pct, seed=seed)[1]
     return [_fold(tbl, 0, test, [str(o) for o in valid_cases] if valid_cases else None, valid_pct, seed)]
+
+# %% ../nbs/04a_split.ipynb #cfd90ffb
+def random_slice_split(slices:pd.DataFrame, # manifest rows (columns case, slice), in the DataBlock's order
+                       valid_pct:float=0.2, # share of the slices held out (fastai's `RandomSplitter` default)
+                       seed:int=42, # seed of the permutation
+                      )->tuple: # (training slices, held-out slices), manifest rows
+    "fastai's `RandomSplitter` over the slices, whatever their patient: the LT-Net thesis's split (it leaks patients)"
+    tr,va = slice_splitter(valid_pct, seed)(range(len(slices)))
+    return slices.iloc[tr].reset_index(drop=True), slices.iloc[va].reset_index(drop=True)
+
+def slice_leakage(train, # training slices (a table with a `case` column) or training case ids
+                  test:pd.DataFrame, # test slices: a table with a `case` column
+                 )->dict: # test_slices, leaking_slices, leaking_share, cases_both_sides, leaks
+    "How much a split leaks: the test slices whose patient is also in training"
+    tr = set(map(str, train['case'] if isinstance(train, pd.DataFrame) else train))
+    te = test['case'].astype(str)
+    n = int(te.isin(tr).sum())
+    return dict(test_slices=len(te), leaking_slices=n, leaking_share=n/len(te) if len(te) else 0.,
+                cases_both_sides=sorted(set(te) & tr, key=case_key), leaks=n>0)
+
+# %% ../nbs/04a_split.ipynb #0daed305
+def curate_cases(man:pd.DataFrame, # slice manifest (`cache.load_manifest`)
+                )->pd.DataFrame: # one row per case: case, tumour, clean, kept, slices (kept slices), reason
+    "The hybrid paper's curation: cases with a tumour and a clean mask, and their slices with liver or tumour"
+    rows = []
+    for c,g in man.groupby(man['case'].astype(str), sort=False):
+        fg = (g['liver_px'] + g['tumor_px']).to_numpy() > 0
+        z = np.flatnonzero(fg)
+        tumour = bool(g['tumor_px'].sum() > 0)
+        outside = int(((g['tumor_px'] > 0) & (g['liver_px'] == 0)).sum())
+        gaps = int(len(z) and (z[-1] - z[0] + 1 - len(z)))
+        why = (('no tumour', not tumour), (f"{outside} slice(s) of tumour without liver", outside),
+               (f"{gaps} unlabelled slice(s) inside the liver", gaps))
+        reason = '; '.join(m for m,bad in why if bad)
+        rows.append(dict(case=c, tumour=tumour, clean=not (outside or gaps), kept=not reason, slices=int(fg.sum()),
+                         reason=reason))
+    df = pd.DataFrame(rows, columns=['case', 'tumour', 'clean', 'kept', 'slices', 'reason'])
+    return df.iloc[sorted(range(len(df)), key=lambda i: case_key(df['case'].iloc[i]))].reset_index(drop=True)
+
+def ratio_split(cases, # case table, slice manifest or case ids (as `case_table` reads)
+                ratios=(8, 1, 2), # (training, validation, test) proportions; a 0 leaves that group empty
+                seed:int=42, # seed of the split
+               )->tuple: # (training, validation, test) case ids
+    "Cases split in the proportions `ratios`, test and validation cases spread over the tumour burden"
+    tbl = case_table(cases); n = len(tbl); tot = sum(ratios)
+    k = [0 if not r else max(1, round(n*r/tot)) for r in ratios[1:]]
+    if n - sum(k) < 1:
+        raise LitsError(f"{n} case(s) cannot be split {'/'.join(map(str, ratios))}: training would be empty")
+    test = patient_split(tbl, valid_pct=k[1]/n, seed=seed)[1] if k[1] else []
+    rest = without_cases(tbl, test)
+    valid = patient_split(rest, valid_pct=k[0]/len(rest), seed=seed)[1] if k[0] else []
+    return sorted_cases(set(rest['case']) - set(valid)), sorted_cases(valid), sorted_cases(test)
+
+# %% ../nbs/04a_split.ipynb #cd0b375c
+@dataclass(frozen=True)
+class PaperSplit:
+    "A paper's own split, as published, and how `paper_split` makes it on the data at hand"
+    name:str # the system it belongs to
+    level:str # 'slices': slices split at random, whatever their patient; 'cases': patients split
+    ratios:tuple # 'slices': (training, held-out) shares of slices; 'cases': (training, validation, test) proportions
+    valid_is_test:bool=False # the held-out group both chooses the checkpoint and is scored
+    curated:bool=False # the hybrid paper's curation (`curate_cases`) first
+    max_cases:int|None=None # at most this many cases (after curation), spread over the tumour burden
+    published:str='' # what the paper says
+    here:str='' # how it is made here, and where that is an approximation
+
+PAPER_SPLITS = {
+    'ltnet': PaperSplit('ltnet', 'slices', (0.8, 0.2), valid_is_test=True,
+        published="fastai RandomSplitter over the slices of all volumes (valid_pct 0.2); the best epoch is kept on "
+                  "those validation slices, which are also the reported ones",
+        here="exactly: RandomSplitter's permutation over every cached slice, seed 42; the held-out slices choose the "
+             "checkpoint and are scored"),
+    'hybrid': PaperSplit('hybrid', 'cases', (8, 1, 2), curated=True, max_cases=11,
+        published="11 LiTS volumes with tumours, clean masks and no empty slices; 8/1/2 volumes by patient, "
+                  "stratified by tumour size, seed 42",
+        here="the curation rules of `curate_cases` on the cases at hand, at most 11 cases spread over tumour burden, "
+             "split 8/1/2 in proportion (one case at least per group)"),
+    'cafct': PaperSplit('cafct', 'cases', (79, 0, 11), valid_is_test=True,
+        published="the LiTS PNG export's own split: 79 training and 11 test volumes",
+        here="approximated: the PNG export is not at hand, so the cases are split 79/11 by patient in proportion (test "
+             "cases spread over the tumour burden); a two-way split has no validation group, so the test cases choose "
+             "the checkpoint"),
+    'unet3d': PaperSplit('unet3d', 'cases', (8, 0, 2), valid_is_test=True,
+        published="not described; the reported Dice is the best mean per-volume validation Dice",
+        here="approximated: a patient-level 80/20 split whose validation cases choose the checkpoint and are scored"),
+    'dyntransnet': PaperSplit('dyntransnet', 'cases', (6, 2, 2),
+        published="not described",
+        here="approximated: the package's patient-level training/validation/test split (60/20/20)"),
+}
+PAPER_SPLITS['dyntransnet2d'] = replace(PAPER_SPLITS['dyntransnet'], name='dyntransnet2d')
+
+# %% ../nbs/04a_split.ipynb #1d7f1534
+def _split_groups(man, ps:PaperSplit, seed) -> tuple:
+    "(training, validation, test cases, test slices, curation table or None) of `ps` on manifest `man`"
+    cur = curate_cases(man) if ps.curated else None
+    tbl = case_table(man)
+    if cur is not None: tbl = tbl[tbl['case'].isin(set(cur.loc[cur['kept'], 'case']))].reset_index(drop=True)
+    tbl = limit_cases(tbl, ps.max_cases, None, seed)
+    if ps.level=='slices':
+        tr,te = random_slice_split(man[man['case'].isin(set(tbl['case']))], ps.ratios[1], seed)
+        return sorted_cases(tbl['case']), [], sorted_cases(set(te['case'])), te[['case', 'slice']]
+    tr,va,te = ratio_split(tbl, ps.ratios, seed)
+    if ps.valid_is_test: va = te
+    sl = man[man['case'].isin(set(te))]
+    if ps.curated: sl = sl[(sl['liver_px'] + sl['tumor_px']) > 0]
+    return tr, va, te, sl[['case', 'slice']].reset_index(drop=True)
+
+def paper_split(source, # a prepared cache or its slice manifest
+                ps:PaperSplit|str, # a `PaperSplit` or its name in `PAPER_SPLITS`
+                seed:int=42, # seed of the split
+               )->dict: # protocol, level, train, valid, test, test_slices, held_out, leakage, n_cases, n_used, ...
+    "The groups of a paper's split on the cases of `source`, the cases it leaves out and the leakage it implies"
+    ps = PAPER_SPLITS[ps] if isinstance(ps, str) else ps
+    man = load_manifest(source) if isinstance(source, (str, os.PathLike)) else source
+    man = man.assign(case=man['case'].astype(str))
+    tr,va,te,sl = _split_groups(man, ps, seed)
+    used = set(tr) | set(va) | set(te)
+    train_sl = man[man['case'].isin(set(tr))]
+    if ps.level=='slices':
+        train_sl = man[man['case'].isin(used)].merge(sl, how='outer', indicator=True).query('_merge=="left_only"')
+    return dict(protocol=ps.name, level=ps.level, train=tr, valid=va, test=te, test_slices=sl.reset_index(drop=True),
+                held_out=sorted_cases(set(man['case']) - used), leakage=slice_leakage(train_sl, sl),
+                valid_is_test=ps.valid_is_test,
+                n_cases=int(man['case'].nunique()), n_used=len(used), published=ps.published, here=ps.here)

@@ -42,9 +42,12 @@ def recipe_dls(cache, # a prepared cache
                seed:int=42, # split and sampling seed
                num_workers:int=0, # DataLoader workers
                test_cases=None, # case ids held out of the run entirely (a test set)
+               slice_split:bool=False, # split slices at random instead (2D only; leaks patients: LT-Net's thesis)
               ):
     "DataLoaders for recipe `r` over `cache`, split by patient, with `test_cases` kept out of everything"
     split = dict(valid_cases=valid_cases, valid_pct=valid_pct, fold=fold, n_folds=n_folds, seed=seed, test_cases=test_cases)
+    if slice_split and r.dims!=2: raise LitsError(f"recipe {r.name!r} is 3D: a random slice split needs a 2D recipe")
+    if slice_split: split['slice_split'] = True
     if r.dims==2:
         return slice_dls(cache, size=r.size, bs=r.bs, intensity=r.intensity, context=r.context, select=r.select, aug=r.aug,
                          max_cases=r.max_cases, num_workers=num_workers, spacing=r.spacing, fg_share=r.fg_share, **split)
