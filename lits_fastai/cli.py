@@ -10,7 +10,8 @@ from fastcore.script import call_parse, anno_parser
 
 # %% auto #0
 __all__ = ['PRETRAINED', 'cli_compat', 'parse_cases', 'parse_pretrained', 'error_message', 'cli_errors', 'lits_synth',
-           'lits_prepare', 'lits_plan', 'lits_demo', 'lits_predict', 'lits_export', 'lits_train', 'lits_evaluate']
+           'lits_prepare', 'lits_plan', 'lits_demo', 'lits_predict', 'lits_export', 'lits_train', 'compare_flags',
+           'lits_compare_main', 'lits_compare', 'lits_evaluate']
 
 # %% ../nbs/40_cli.ipynb #2bace794
 def _dashed(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -220,6 +221,15 @@ def lits_export(model:str, # model file (.safetensors) from lits-train, or its r
     print(f"wrote {fn} ({c['arch']}, input {['batch', *input_shape(c)[1:]]}, {fn.stat().st_size/2**20:.1f} MB)")
 
 # %% ../nbs/40_cli.ipynb #f897378a
+def _train_run(data, out=None, **kwargs):
+    "`train(data, out=out, **kwargs)` for `lits-train`: errors as one line, the model file said once, a distributed run closed"
+    import torch
+    from fastai.torch_core import rank_distrib, distrib_barrier
+    from lits_fastai.train import train, is_distributed
+    with cli_errors('lits-train', out=out or 'runs', catch=(KeyError, OSError)): learn, fn = train(data, out=out, **kwargs)
+    if rank_distrib()==0: print(f"model file: {fn}")
+    if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
+
 @cli_compat
 @call_parse
 def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
@@ -244,12 +254,8 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                budget:str=None, # training time budget, e.g. 2h or 90m: as many epochs as a measured epoch allows (--epochs wins)
               ):
     "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
-    import torch
-    from fastai.torch_core import rank_distrib, distrib_barrier
     from lits_fastai.split import Split
     from lits_fastai.plan import parse_budget
-    from lits_fastai.train import train, is_distributed
-    from lits_fastai.compare import lits_compare_main
     pre = parse_pretrained(pretrained, 'lits-train')
     mk = {'arch': encoder} if encoder and arch=='ltnet' else None
     rk = {'arch': f"smp:Unet:{encoder}"} if encoder and arch=='auto' else None
@@ -261,12 +267,68 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                                  out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre, resume=resume, seed=seed,
                                  cache=cache, model_kwargs={arch: mk} if mk else None, prog='lits-train')
         return
-    with cli_errors('lits-train', out=out or 'runs', catch=(KeyError, OSError)):
-        sp = Split(valid_pct=valid_pct, valid_cases=parse_cases(valid_cases), max_cases=max_cases, seed=seed, test_cases=parse_cases(test_cases))
-        learn, fn = train(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, split=sp,
-                          pretrained=pre, out=out, resume=resume, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
-    if rank_distrib()==0: print(f"model file: {fn}")
-    if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
+    sp = Split(valid_pct=valid_pct, valid_cases=parse_cases(valid_cases), max_cases=max_cases, seed=seed,
+               test_cases=parse_cases(test_cases))
+    _train_run(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, split=sp, pretrained=pre, out=out,
+               resume=resume, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
+
+# %% ../nbs/40_cli.ipynb #9b902d7c
+def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None,
+                  max_cases=None, seed=42, epochs=None, size=None, bs=None, # the split's and scale's flags
+                  **opts, # the other flags: `RunOptions`'s fields
+                 )->tuple: # (`Split`, `Scale`, `RunOptions`)
+    "The library's values of a command line's flags (`lits-compare`'s names; case lists may be comma-separated strings)"
+    from lits_fastai.split import Split
+    from lits_fastai.compare import Scale, RunOptions
+    ids = lambda o: parse_cases(o) if isinstance(o, str) else o
+    sp = Split(valid_pct=valid_pct, valid_cases=ids(valid_cases), fold=fold, n_folds=folds, max_cases=max_cases,
+               seed=seed, test_cases=ids(test_cases), test_pct=test_pct)
+    return sp, Scale(epochs, size, bs), RunOptions(**opts)
+
+def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, out='compare', protocol='patient',
+                      cache=None, **flags):
+    "`compare` for a command line: `flags` read by `compare_flags`, errors naming `prog`, exit 1 if a system failed"
+    from lits_fastai.compare import compare
+    with cli_errors(prog, out=out, first_line=True):
+        table = compare(data, archs, ablation, out, *compare_flags(**flags), protocol=protocol, cache=cache)
+    if table.attrs['failed'] or not len(table):
+        print(f"{prog}: {len(table.attrs['failed'])} system(s) failed: {', '.join(n for n,_ in table.attrs['failed'])}", file=sys.stderr)
+        sys.exit(1)
+    return table
+
+@cli_compat
+@call_parse
+def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
+                 archs:str=None, # comma-separated architectures (default ltnet,hybrid,cafct,dyntransnet,unet3d,smp:Unet)
+                 ablation:str=None, # run the ablation of cafct, dyntransnet or dyntransnet2d instead of --archs
+                 protocol:str='patient', # patient (the comparison); paper: also each published system on its own split
+                 epochs:int=None, # epochs of every recipe (default: each recipe's)
+                 size:int=None, # image size in pixels (default: each recipe's)
+                 bs:int=None, # batch size (default: each recipe's)
+                 max_cases:int=None, # use at most this many cases
+                 folds:int=None, # K-fold cross-validation by patient: every case tested once, out of fold
+                 fold:int=None, # with --folds: run only fold K (0-based), e.g. one job per machine; the table shows what is finished
+                 test_cases:str=None, # comma-separated test case ids (default: a fifth of the cases, stratified by tumour burden)
+                 valid_cases:str=None, # comma-separated validation case ids (default: a fifth of the others)
+                 test_pct:float=0.2, # share of the cases held out for testing (without --folds)
+                 valid_pct:float=0.2, # share of the other cases used for validation
+                 out:str='compare', # output folder
+                 pretrained:str='auto', # ImageNet encoder weights: auto, yes (required), no
+                 light:bool=False, # CPU-sized models (smaller widths and depths, ResNet18 LT-Net) for quick runs
+                 tta:bool=False, # flip test-time augmentation at inference
+                 n_boot:int=1000, # bootstrap resamples of the confidence intervals
+                 connectivity:int=2, # surface neighbourhood of the distances: 2 = the LiTS scorer's rule, 3 = full 26
+                 seed:int=42, # split and training seed
+                 cache:str=None, # where to cache a raw DATA folder
+                 device:str=None, # inference device: cpu, cuda, ... (default: cuda if available)
+                 resume:bool=False, # continue interrupted trainings from their last finished epoch (finished folds are always kept)
+                ):
+    "Train several LiTS systems on the same patient folds, score the test cases, write tables, a plot and one ensemble per system"
+    lits_compare_main(data, archs=archs, ablation=ablation, protocol=protocol, epochs=epochs, size=size, bs=bs,
+                      max_cases=max_cases, folds=folds, fold=fold, test_cases=test_cases, valid_cases=valid_cases,
+                      test_pct=test_pct, valid_pct=valid_pct, out=out, light=light, seed=seed, cache=cache, tta=tta,
+                      pretrained=parse_pretrained(pretrained, 'lits-compare'), n_boot=n_boot, connectivity=connectivity,
+                      device=device, resume=resume)
 
 # %% ../nbs/40_cli.ipynb #a325bac3
 def _print_table(title, df):

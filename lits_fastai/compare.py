@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import nibabel as nib
-from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-from .core import LitsError, BadInputError, Geometry, atomic_path, save_nifti, save_image, from_slices, cli_compat, write_json, region_mask
-from .core import parse_cases, parse_pretrained, cli_errors, error_line, read_canonical, to_slices
+from .core import LitsError, BadInputError, Geometry, atomic_path, save_nifti, save_image, from_slices, write_json, region_mask
+from .core import error_line, read_canonical, to_slices
 from .discover import case_sort_key
 from .recipes import get_recipe, scale
 from .models import MODELS, SMOKE_KWARGS, count_params
@@ -35,7 +34,7 @@ __all__ = ['DEFAULT_ARCHS', 'ABLATIONS', 'PAPER_METRIC', 'MIN_PAIRED', 'STATS', 
            'systems_for', 'Scale', 'RunOptions', 'Job', 'fold_dir', 'fold_config', 'fold_result', 'run_fold',
            'system_result', 'holm', 'pairwise_table', 'table_markdown', 'pairwise_markdown', 'plot_compare',
            'PaperClaim', 'slice_scores', 'protocol_dir', 'run_protocol', 'protocol_table', 'protocol_markdown',
-           'compare', 'compare_flags', 'lits_compare_main', 'lits_compare']
+           'compare']
 
 # %% ../nbs/33_compare.ipynb #d2a1108e
 def _link_or_copy(src:Path, dst:Path):
@@ -734,58 +733,3 @@ def compare(data, # raw LiTS-style folder or a prepared cache
     table = _assemble(systems, fl, job, ablation, sp.max_cases, prot)
     table.attrs['failed'] = failed + pfailed
     return table
-
-# %% ../nbs/33_compare.ipynb #c29ca88d
-def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None,
-                  max_cases=None, seed=42, epochs=None, size=None, bs=None, # the split's and scale's flags
-                  **opts, # the other flags: `RunOptions`'s fields
-                 )->tuple: # (`Split`, `Scale`, `RunOptions`)
-    "The library's values of a command line's flags (`lits-compare`'s names; case lists may be comma-separated strings)"
-    ids = lambda o: parse_cases(o) if isinstance(o, str) else o
-    sp = Split(valid_pct=valid_pct, valid_cases=ids(valid_cases), fold=fold, n_folds=folds, max_cases=max_cases,
-               seed=seed, test_cases=ids(test_cases), test_pct=test_pct)
-    return sp, Scale(epochs, size, bs), RunOptions(**opts)
-
-def lits_compare_main(data, prog:str='lits-compare', archs=None, ablation=None, out='compare', protocol='patient',
-                      cache=None, **flags):
-    "`compare` for a command line: `flags` read by `compare_flags`, errors naming `prog`, exit 1 if a system failed"
-    with cli_errors(prog, out=out, first_line=True):
-        table = compare(data, archs, ablation, out, *compare_flags(**flags), protocol=protocol, cache=cache)
-    if table.attrs['failed'] or not len(table):
-        print(f"{prog}: {len(table.attrs['failed'])} system(s) failed: {', '.join(n for n,_ in table.attrs['failed'])}", file=sys.stderr)
-        sys.exit(1)
-    return table
-
-@cli_compat
-@call_parse
-def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
-                 archs:str=None, # comma-separated architectures (default ltnet,hybrid,cafct,dyntransnet,unet3d,smp:Unet)
-                 ablation:str=None, # run the ablation of cafct, dyntransnet or dyntransnet2d instead of --archs
-                 protocol:str='patient', # patient (the comparison); paper: also each published system on its own split
-                 epochs:int=None, # epochs of every recipe (default: each recipe's)
-                 size:int=None, # image size in pixels (default: each recipe's)
-                 bs:int=None, # batch size (default: each recipe's)
-                 max_cases:int=None, # use at most this many cases
-                 folds:int=None, # K-fold cross-validation by patient: every case tested once, out of fold
-                 fold:int=None, # with --folds: run only fold K (0-based), e.g. one job per machine; the table shows what is finished
-                 test_cases:str=None, # comma-separated test case ids (default: a fifth of the cases, stratified by tumour burden)
-                 valid_cases:str=None, # comma-separated validation case ids (default: a fifth of the others)
-                 test_pct:float=0.2, # share of the cases held out for testing (without --folds)
-                 valid_pct:float=0.2, # share of the other cases used for validation
-                 out:str='compare', # output folder
-                 pretrained:str='auto', # ImageNet encoder weights: auto, yes (required), no
-                 light:bool=False, # CPU-sized models (smaller widths and depths, ResNet18 LT-Net) for quick runs
-                 tta:bool=False, # flip test-time augmentation at inference
-                 n_boot:int=1000, # bootstrap resamples of the confidence intervals
-                 connectivity:int=2, # surface neighbourhood of the distances: 2 = the LiTS scorer's rule, 3 = full 26
-                 seed:int=42, # split and training seed
-                 cache:str=None, # where to cache a raw DATA folder
-                 device:str=None, # inference device: cpu, cuda, ... (default: cuda if available)
-                 resume:bool=False, # continue interrupted trainings from their last finished epoch (finished folds are always kept)
-                ):
-    "Train several LiTS systems on the same patient folds, score the test cases, write tables, a plot and one ensemble per system"
-    lits_compare_main(data, archs=archs, ablation=ablation, protocol=protocol, epochs=epochs, size=size, bs=bs,
-                      max_cases=max_cases, folds=folds, fold=fold, test_cases=test_cases, valid_cases=valid_cases,
-                      test_pct=test_pct, valid_pct=valid_pct, out=out, light=light, seed=seed, cache=cache, tta=tta,
-                      pretrained=parse_pretrained(pretrained, 'lits-compare'), n_boot=n_boot, connectivity=connectivity,
-                      device=device, resume=resume)

@@ -190,21 +190,21 @@ def choose_valid_postprocess(learn, # a trained `Learner`
 
 # %% ../nbs/24_train.ipynb #666d2343
 class EpochBudget(Callback):
-    "End training at the last epoch that fits before `deadline`, as measured on the first epoch; the schedule still ends"
+    "End training at the last epoch that fits before `deadline` at the pace of the last epoch; the schedule still ends"
     order = 100                                            # after an epoch's loggers and checkpoints
     def __init__(self, deadline:float, # `time.monotonic()` by which training should be done
-                 say:bool=True): # print the correction when there is one
+                 say:bool=True): # print each correction
         self.deadline,self.say = deadline,say
-    def before_fit(self): self.t0,self.planned,self.n0 = time.monotonic(),None,self.n_epoch
+    def before_fit(self): self.planned = self.n0 = self.n_epoch
+    def before_epoch(self): self.t_epoch = time.monotonic()
     def after_epoch(self):
-        if self.planned is None:
-            t = time.monotonic() - self.t0
-            self.planned = min(self.n_epoch, self.epoch + 1 + max(0, int((self.deadline - time.monotonic()) // t)))
-            if self.planned < self.n_epoch:
-                if self.say: print(f"budget: the first epoch took {t:.1f} s, so {self.planned} epochs, not {self.n_epoch}", flush=True)
-                self.learn.pct_train = (self.epoch + 1)/self.planned   # the schedule's remaining steps spread over fewer epochs
-                self.learn.n_epoch = self.planned
-                if getattr(self.learn, 'recipe', None) is not None: self.learn.recipe = replace(self.learn.recipe, epochs=self.planned)
+        t = time.monotonic() - self.t_epoch
+        n = min(self.planned, self.epoch + 1 + max(0, int((self.deadline - time.monotonic()) // t)))
+        if n < self.planned:
+            if self.say: print(f"budget: epoch {self.epoch+1} took {t:.1f} s, so {n} epochs, not {self.planned}", flush=True)
+            self.learn.pct_train = (self.epoch + 1)/n             # the schedule's remaining steps spread over fewer epochs
+            self.learn.n_epoch = self.planned = n
+            if getattr(self.learn, 'recipe', None) is not None: self.learn.recipe = replace(self.learn.recipe, epochs=n)
         if self.planned < self.n0 and self.epoch + 1 >= self.planned: raise CancelFitException()
 
 # %% ../nbs/24_train.ipynb #47d24ea7

@@ -5,7 +5,8 @@ import pytest
 from conftest import run
 from lits_fastai.cache import load_manifest
 from lits_fastai.split import Split, paper_split, curate_cases, compare_folds, split_cases, PAPER_SPLITS
-from lits_fastai.compare import compare_flags, Scale, RunOptions
+from lits_fastai.cli import compare_flags
+from lits_fastai.compare import Scale, RunOptions
 
 
 def test_random_slice_split_leaks_and_says_so(synth_cache):

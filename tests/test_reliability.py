@@ -734,7 +734,7 @@ CV_ARGS = ['--archs', 'smp:Linknet:mobilenet_v2', '--folds', 3, '--epochs', 2, '
 def test_cross_validation_killed_resumes_without_retraining_finished_folds(work, cache):
     "lits-compare --folds 3 SIGKILLed in epoch 2 of fold 1, rerun with --resume: fold 0 untouched, fold 1 goes on at epoch 2, every case scored once"
     out = work/'cv_killed'
-    p = py(_KILL, 'fold_1', 'lits_fastai.compare:lits_compare', cache, *CV_ARGS, '--out', out)
+    p = py(_KILL, 'fold_1', 'lits_fastai.cli:lits_compare', cache, *CV_ARGS, '--out', out)
     assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
     s = out/'systems'/'smp_Linknet_mobilenet_v2'
     assert (s/'fold_0'/'result.json').exists() and not (s/'fold_1'/'result.json').exists() and not (s/'fold_2').exists()
@@ -775,7 +775,7 @@ def train_calls(work, cache, files, bad_data, killed_run):
             'compare': [cache, '--archs', 'smp:Linknet:mobilenet_v2', '--epochs', 1, '--size', 32, '--bs', 4, '--valid-pct', 0.34,
                         '--pretrained', 'no', '--n-boot', 10, '--out', work/'compare']}
     return dict(zip(todo, calls('lits_fastai.cli:lits_train', *todo.values(), env={'PYTHONHASHSEED': '5'},
-                                entries={list(todo).index('compare'): 'lits_fastai.compare:lits_compare'})))
+                                entries={list(todo).index('compare'): 'lits_fastai.cli:lits_compare'})))
 
 def test_model_files_and_checkpoints_never_run_code(work, volumes, predict_calls, train_calls):
     "A pickled model (as .pkl, .pth, or disguised as .safetensors) and a planted resume checkpoint are refused: no code runs"
