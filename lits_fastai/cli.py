@@ -272,7 +272,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
     _train_run(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, split=sp, pretrained=pre, out=out,
                resume=resume, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
 
-# %% ../nbs/40_cli.ipynb #9b902d7c
+# %% ../nbs/40_cli.ipynb #c5e9bbf7
 def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None,
                   max_cases=None, seed=42, epochs=None, size=None, bs=None, # the split's and scale's flags
                   **opts, # the other flags: `RunOptions`'s fields

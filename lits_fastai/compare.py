@@ -276,6 +276,9 @@ def _ensemble(s:System, folds:list, res:dict, job:Job, target:str) -> Path:
                           postprocess_chosen_on=chosen_on, postprocess_steps=choice['steps'],
                           folds=[f['fold'] for f in folds], system=s.name)
 
+_PAPER_COLUMNS = dict(slice_dice='slice_dice_mean', slice_dice_sd='slice_dice_sd', precision='precision_mean',
+                      recall='recall_mean', specificity='specificity_mean', nsd='nsd_mean')   # row column: summary column
+
 def _class_columns(summary:pd.DataFrame, by_fold:pd.DataFrame) -> dict:
     "A table row's per-class columns, from a `summarize` table and the per-fold mean Dice"
     nan,row = float('nan'),{}
@@ -286,6 +289,9 @@ def _class_columns(summary:pd.DataFrame, by_fold:pd.DataFrame) -> dict:
         row.update({f"{c}_dice_mean": g('dice_mean'), f"{c}_dice_ci_lo": g('dice_ci_lo'),
                     f"{c}_dice_ci_hi": g('dice_ci_hi'), f"{c}_dice_global": g('dice_global'), f"{c}_dice_fold_sd": sd,
                     f"{c}_hd95": g('hd95_mean'), f"{c}_assd": g('assd_mean')})
+        row.update({f"{c}_{k}": g(v) for k,v in _PAPER_COLUMNS.items()})           # the papers' metrics (`evaluate`)
+    liver = lambda k: float(summary.loc['liver', k]) if 'liver' in summary.index and k in summary.columns else nan
+    row.update(miou=liver('miou_mean'), foreground_acc=liver('foreground_acc_mean'))
     tum = 'tumor' in summary.index
     row.update(lesion_precision=float(summary.loc['tumor', 'lesion_precision']) if tum else nan,
                lesion_recall=float(summary.loc['tumor', 'lesion_recall']) if tum else nan)
