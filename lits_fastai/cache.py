@@ -284,23 +284,20 @@ def cache_case(case:str, # case id
     with _writing(dest):
         dest.mkdir(parents=True, exist_ok=True)
         (dest/'meta.json').unlink(missing_ok=True)                  # the case is incomplete from here on
-    sizes = {}
-    lab = _Labels(segmentation, (Z,Y,X))
+    sizes = {}; lab = _Labels(segmentation, (Z,Y,X))
     can = to_canonical(_read_stored(si, segmentation), gs)
     with _writing(dest), atomic_path(dest/'label.npy') as tmp:
         sizes['label.npy'] = _write_stack(tmp, _InPlane(can, hw, 0, lab.check), np.uint8, lab.count)
     _on_commit(dest/'label.npy')
     if not lab.n_fg: raise BadInputError(segmentation, 'no liver labelled (every voxel is 0): not a LiTS label map')
     voxel_ml = sx*sy*sz/1000
-    lesions = _lesions(can, lab.tbox, voxel_ml)
-    del can
+    lesions = _lesions(can, lab.tbox, voxel_ml); del can
     can = to_canonical(_read_stored(vi, volume), gv)
     dtype = _image_dtype(can, volume)
     ins = _Intensities(lab.fg, (Y,X), integer=dtype==np.int16)
     with _writing(dest), atomic_path(dest/'image.npy') as tmp:
         sizes['image.npy'] = _write_stack(tmp, _InPlane(can, hw, 1, ins), dtype)
-    _on_commit(dest/'image.npy')
-    del can
+    _on_commit(dest/'image.npy'); del can
     if ins.lo==ins.hi: raise BadInputError(volume, f"constant intensity {ins.lo:g} in every voxel: not a CT scan")
     (p0, p1, mean, std), sample = ins.stats(seed=zlib.crc32(str(case).encode()), n_sample=N_SAMPLE)
     with _writing(dest): sizes['fg_sample.npy'] = _commit_npy(dest/'fg_sample.npy', sample)
