@@ -349,7 +349,6 @@ class PrepareResult:
              f"{len(self.skipped)} unchanged, {len(self.failed)} bad")
         return s + (f", {len(self.ignored)} unlabelled test volumes ignored" if self.ignored else '')
 
-
 # %% ../nbs/03_cache.ipynb #10208819
 def _cache_job(job:dict):
     "Worker: cache one case, returning ('ok', meta) or ('bad', file, problem)"
@@ -501,7 +500,6 @@ def load_manifest(cache) -> pd.DataFrame:
         raise BadInputError(cache, 'not a slice cache: manifest.csv missing (run lits-prepare DATA CACHE)')
     return pd.read_csv(fn, dtype={'case': str, 'source': str})
 
-
 # %% ../nbs/03_cache.ipynb #2f604c12
 def load_case_table(cache) -> pd.DataFrame:
     "The per-case table of `cache` (`case` as str)"
@@ -535,7 +533,6 @@ def is_cache(path) -> bool:
     "Is `path` a cache written by `lits-prepare`?"
     return (Path(path)/'manifest.csv').exists() and (Path(path)/'cases').is_dir()
 
-
 # %% ../nbs/03_cache.ipynb #cc24e538
 def default_cache(data) -> Path:
     "Where a raw data folder is cached unless told otherwise"
@@ -560,7 +557,6 @@ def cache_resolution(cache, # a prepared cache
     h, w = tbl['height'].astype(int), tbl['width'].astype(int)
     hw = lambda f: (int(f(h)), int(f(w))) if len(tbl) else None
     return dict(size=cfg.get('size'), spacing=cfg.get('spacing'), max_hw=hw(np.max), min_hw=hw(np.min))
-
 
 # %% ../nbs/03_cache.ipynb #1b2fca32
 def stored_spacing(cache, # a prepared cache
@@ -618,7 +614,6 @@ def load_fingerprint(cache, # a prepared cache
     return pd.DataFrame(rows,
                         columns=['case', 'orig_spacing_x', 'orig_spacing_y', 'orig_spacing_z', 'orig_width',
                                  'orig_height', 'orig_depth', 'axcodes', *FINGERPRINT_COLS, 'lesion_ml'])
-
 
 # %% ../nbs/03_cache.ipynb #73957520
 def foreground_sample(cache, # a prepared cache

@@ -30,7 +30,6 @@ from .split import case_key, LeakageError, LeakageWarning, check_split, case_tab
 from .split import case_splitter, slice_splitter, sorted_cases, resolve_split, without_cases, limit_cases
 from .split import split_cases, split_kwargs
 
-
 # %% auto #0
 __all__ = ['MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'context_index', 'as_hw', 'resize_chw', 'slice_input',
            'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'AlbumentationsTransform', 'LitsTypes',
@@ -63,7 +62,6 @@ class TensorLitsMask(TensorMask):
         elif m.ndim==3 and m.is_floating_point(): m = m.argmax(0)
         return show_image(mask_overlay(m.squeeze().numpy(), alpha), ctx=ctx,
                           **{k:v for k,v in kwargs.items() if k in ('title','figsize')})
-
 
 # %% ../nbs/05_data.ipynb #660c7dd8
 def context_index(z:int, # slice index
@@ -121,7 +119,6 @@ def select_slices(manifest:pd.DataFrame, # slice manifest of the cache
     m = manifest if cases is None else manifest[manifest['case'].isin(set(map(str, cases)))]
     if select=='liver': m = m[(m['liver_px'] + m['tumor_px']) > 0]
     return m.reset_index(drop=True)
-
 
 # %% ../nbs/05_data.ipynb #60f59001
 def slice_weights(slices:pd.DataFrame, # manifest rows

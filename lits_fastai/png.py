@@ -21,7 +21,6 @@ from .split import split_cases, split_kwargs, resolve_split
 from .data import CODES, SliceRef, TensorLitsMask, context_index, resize_chw, select_slices
 from .data import segmentation_datablock, block_dataloaders
 
-
 # %% auto #0
 __all__ = ['PNG_PATTERN', 'PNG_INTENSITY', 'parse_slice_name', 'read_png', 'png_label', 'png_table', 'PngSliceGetter',
            'PngMaskGetter', 'png_datablock', 'png_dls']
