@@ -206,6 +206,8 @@ def detect_lesions(pred:np.ndarray, # binary predicted tumour mask
     return dict(n_gt_lesions=n_g, n_pred_lesions=n_p, n_detected=n_det, n_pred_tp=n_tp,
                 lesion_precision=n_tp/n_p if n_p else float('nan'), lesion_recall=n_det/n_g if n_g else float('nan'))
 
+
+# %% ../nbs/31_evaluate.ipynb #43d39473
 def tumor_burden(lbl:np.ndarray, # label map with values 0, 1, 2
                 )->float: # tumour voxels / liver voxels (labels 1 and 2); NaN without liver
     "Fraction of the liver that is tumour"
