@@ -258,6 +258,13 @@ def _open_pair(volume, segmentation) -> tuple:
         raise BadInputError(segmentation, f"affine differs from the volume's by up to {err:.4g} mm ({volume})")
     return vi, si, gv, gs
 
+def _case_fingerprint(gv, lab, stats, voxel_ml, lesions) -> dict:
+    "What `plan` reads of a case: spacing, shape, orientation, foreground intensities, liver, tumour and lesion volumes"
+    (sx,sy,sz),(X,Y,Z),(p0,p1,mean,std) = gv.spacing, gv.canonical_shape, stats
+    return dict(spacing=[sx,sy,sz], shape=[X,Y,Z], axcodes=''.join(nib.aff2axcodes(gv.affine)), fg_p005=p0, fg_p995=p1,
+                fg_mean=mean, fg_std=std, liver_ml=round(lab.n_fg*voxel_ml, 4), tumor_ml=round(lab.n_tumor*voxel_ml, 4),
+                n_lesions=len(lesions), lesion_ml=lesions)
+
 def _meta(case, layout, src, gv, res, hw, dtype, sizes, lab, fp) -> dict:
     "The `meta.json` of a cached case"
     (X,Y,Z),(sx,sy,_),(H,W) = gv.canonical_shape,gv.spacing,hw
@@ -299,12 +306,9 @@ def cache_case(case:str, # case id
         sizes['image.npy'] = _write_stack(tmp, _InPlane(can, hw, 1, ins), dtype)
     _on_commit(dest/'image.npy'); del can
     if ins.lo==ins.hi: raise BadInputError(volume, f"constant intensity {ins.lo:g} in every voxel: not a CT scan")
-    (p0, p1, mean, std), sample = ins.stats(seed=zlib.crc32(str(case).encode()), n_sample=N_SAMPLE)
+    stats, sample = ins.stats(seed=zlib.crc32(str(case).encode()), n_sample=N_SAMPLE)
     with _writing(dest): sizes['fg_sample.npy'] = _commit_npy(dest/'fg_sample.npy', sample)
-    fp = dict(spacing=[sx,sy,sz], shape=[X,Y,Z], axcodes=''.join(nib.aff2axcodes(gv.affine)), fg_p005=p0, fg_p995=p1,
-              fg_mean=mean, fg_std=std, liver_ml=round(lab.n_fg*voxel_ml, 4), tumor_ml=round(lab.n_tumor*voxel_ml, 4),
-              n_lesions=len(lesions), lesion_ml=lesions)
-    meta = _meta(case, layout, src, gv, res, hw, dtype, sizes, lab, fp)
+    meta = _meta(case, layout, src, gv, res, hw, dtype, sizes, lab, _case_fingerprint(gv, lab, stats, voxel_ml, lesions))
     with _writing(dest): write_json(dest/'meta.json', meta, sort_keys=True)
     _on_commit(dest/'meta.json')
     return meta
