@@ -635,7 +635,7 @@ def predict_files(model, # model file, run or ensemble folder, list of model fil
         if err: failed.append(err)
         else: rows.append(row); written.append(s.dst)
     fn = Path(summary) if summary else None if single else out/'summary.csv'
-    if fn is not None and (rows or not fn.exists()): write_summary(rows, fn, keep=skipped)
+    if fn is not None and (rows or skipped): write_summary(rows, fn, keep=skipped)   # nothing segmented: no summary
     return Predicted(written, failed, skipped, fn)
 
 

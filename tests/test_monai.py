@@ -35,7 +35,8 @@ sys.meta_path.insert(0, NoMonai())
 
 def test_missing_monai_is_one_line():
     "Without MONAI, building a MONAI baseline says in one line how to install it (as an error, and as a command line prints it)"
-    code = BLOCK + """from lits_fastai.cli import cli_errors
+    code = BLOCK + """import lits_fastai.core   # first, as every module of the package: it quiets a torch warning fastai raises
+from lits_fastai.cli import cli_errors
 from lits_fastai.models import build_model, MODEL_INFO
 print(MODEL_INFO['monai:SegResNet']['dims'])
 try: build_model('monai:SegResNet')
