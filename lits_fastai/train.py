@@ -130,8 +130,10 @@ def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     test_cases = sp.test_cases
     tr,va = sp.cases(cache)
     plan = make_plan(cache, tr, size=size, budget=budget)
-    r = plan_recipe(plan, epochs=epochs, bs=bs, **(recipe_kw or {}))
-    if size is not None: r = replace(r, size=int(size))
+    kw = {**({'size': int(size)} if size is not None else {}), **(recipe_kw or {})}   # None values count too
+    bad = set(kw) - set(Recipe.__dataclass_fields__)
+    if bad: raise TypeError(f"unknown recipe fields: {sorted(bad)}")
+    r = replace(plan_recipe(plan, epochs=epochs, bs=bs), **kw)
     said = [f"{k} {getattr(r, k)!r} (plan: {plan['choices'][k]['value']!r})" for k in ('epochs', 'size', 'bs')
             if plan['choices'][k]['value'] is not None and getattr(r, k)!=plan['choices'][k]['value']]
     said += [f"{k} {v!r}" for k,v in (recipe_kw or {}).items()]
@@ -225,9 +227,9 @@ def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, recip
     return replace(scale(base, **scale_kw, max_cases=sp.max_cases), **(recipe_kw or {})), None, sp
 
 def _fit_budget(learn, r:Recipe, budget:float, deadline:float, say:bool, dist:bool) -> tuple:
-    "(`r` with the epochs that fit 90% of the time left before `deadline` at `time_epoch`'s estimate, an `EpochBudget`)"
+    "(`r` with the epochs that fit the time left before `deadline` at `time_epoch`'s estimate, an `EpochBudget`)"
     left, t = deadline - time.monotonic(), time_epoch(learn)
-    learn.recipe = r = replace(r, epochs=max(1, int(left*0.9 // t)))
+    learn.recipe = r = replace(r, epochs=max(1, int(left // t)))
     if say: print(f"budget {budget:.0f} s ({left:.0f} s left): an epoch takes about {t:.1f} s here, so {r.epochs} epochs", flush=True)
     return r, None if dist else [EpochBudget(deadline, say=say)]   # processes of a distributed run stop together
 
