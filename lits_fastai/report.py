@@ -346,7 +346,8 @@ def write_report(fn, # the HTML file to write: one file, everything inlined, not
     if isinstance(split, (str, Path)): split = json.loads(Path(split).read_text())
     secs = [('summary', 'Summary', _html_table(table) + _SORT_NOTE) if table is not None and len(table) else None,
             ('dice', 'Dice per case', _dice_html(per_case)) if per_case else None,
-            ('papers', 'Metrics as the papers report them', _html_table(papers) + _PAPERS_NOTE) if len(papers) else None,
+            ('papers', 'Metrics as the papers report them', _html_table(papers) + _PAPERS_NOTE)
+            if len(papers) else None,
             ('pairwise', 'Paired differences', _html_table(pw)) if pw is not None and len(pw) else None,
             ('cases', 'Best, median and worst cases', _cases_section(per_case, _volumes(volumes), rank_by, max_px))
             if per_case else None,
