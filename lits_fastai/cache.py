@@ -308,7 +308,8 @@ def cache_case(case:str, # case id
     if ins.lo==ins.hi: raise BadInputError(volume, f"constant intensity {ins.lo:g} in every voxel: not a CT scan")
     stats, sample = ins.stats(seed=zlib.crc32(str(case).encode()), n_sample=N_SAMPLE)
     with _writing(dest): sizes['fg_sample.npy'] = _commit_npy(dest/'fg_sample.npy', sample)
-    meta = _meta(case, layout, src, gv, res, hw, dtype, sizes, lab, _case_fingerprint(gv, lab, stats, voxel_ml, lesions))
+    meta = _meta(case, layout, src, gv, res, hw, dtype, sizes, lab,
+                 _case_fingerprint(gv, lab, stats, voxel_ml, lesions))
     with _writing(dest): write_json(dest/'meta.json', meta, sort_keys=True)
     _on_commit(dest/'meta.json')
     return meta

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import os, math, warnings, inspect
 import random
+from dataclasses import dataclass, fields, replace, is_dataclass
 from pathlib import Path
 from .core import LitsError, CODES, COLORS   # first: it quiets a torch warning fastai's import raises
 import numpy as np
@@ -28,15 +29,16 @@ from .transforms import TensorSlice, CTNorm, intensity_from_config, freqhist_bin
 from .cache import load_manifest, open_case, check_resolution, foreground_sample
 from .split import case_key, LeakageError, LeakageWarning, check_split, case_table, patient_split
 from .split import case_splitter, slice_splitter, sorted_cases, resolve_split, without_cases, limit_cases
-from .split import split_cases, split_kwargs
+from .split import split_cases, split_kwargs, Split
 
 # %% auto #0
 __all__ = ['MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'context_index', 'as_hw', 'resize_chw', 'slice_input',
            'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'AlbumentationsTransform', 'LitsTypes',
-           'slice_augs', 'fit_hist_bins', 'fit_intensity', 'SliceRef', 'plane_shape', 'SliceGetter', 'MaskGetter',
-           'PlanCrop', 'segmentation_datablock', 'slice_datablock', 'slice_dls', 'block_dataloaders', 'case_key',
-           'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'patient_split', 'case_splitter',
-           'resolve_split', 'without_cases', 'limit_cases', 'split_cases', 'split_kwargs']
+           'slice_augs', 'fit_hist_bins', 'fit_intensity', 'Prep', 'SlicePrep', 'SliceRef', 'plane_shape',
+           'SliceGetter', 'MaskGetter', 'PlanCrop', 'segmentation_datablock', 'slice_datablock', 'slice_dls',
+           'block_dataloaders', 'case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table',
+           'patient_split', 'case_splitter', 'resolve_split', 'without_cases', 'limit_cases', 'split_cases',
+           'split_kwargs']
 
 # %% ../nbs/05_data.ipynb #c76e2fa7
 _all_ = ['case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'patient_split', 'case_splitter',
@@ -122,8 +124,7 @@ def select_slices(manifest:pd.DataFrame, # slice manifest of the cache
 
 # %% ../nbs/05_data.ipynb #60f59001
 def slice_weights(slices:pd.DataFrame, # manifest rows
-                  fg_share:float|None=None, # share of tumour-bearing slices ('oversample'); None: equal shares of the
-                                            # three kinds ('balanced')
+                  fg_share:float|None=None, # tumour slices' share ('oversample'); None: three kinds alike ('balanced')
                  )->np.ndarray: # sampling weights, summing to 1
     "Sampling weights: tumour, liver-only and liver-free slices in equal shares, or tumour slices in share `fg_share`"
     grp = np.where(slices['tumor_px']>0, 2, np.where(slices['liver_px']>0, 1, 0))
@@ -169,8 +170,7 @@ class AlbumentationsTransform(ItemTransform):
     "Apply an albumentations pipeline to an (image, mask) item of the training set, image and mask together"
     split_idx,order = 0,5
     def __init__(self, aug, # an albumentations pipeline for images in [0, 1]
-                 lo:float=0., hi:float=1., # the input's range: mapped to [0, 1] for `aug` and back (e.g. a z-scored
-                                           # input's clip range)
+                 lo:float=0., hi:float=1., # the input's range, mapped to [0, 1] for `aug` and back (e.g. z-scores)
                 ): super().__init__(); self.aug,self.lo,self.hi = aug,float(lo),float(hi)
     def encodes(self, x):
         self.aug.set_random_seed(random.getrandbits(32))   # from Python's generator, which `set_seed` and each loader
@@ -237,6 +237,45 @@ def fit_intensity(cfg, # intensity config (dict, JSON text or `Intensity`)
     if not tfm.needs_fit: return tfm.config
     if isinstance(tfm, CTNorm): return CTNorm.fit(foreground_sample(cache, cases)).config
     return {**tfm.config, 'bins': fit_hist_bins(cache, cases, n_bins=n_bins)}
+
+# %% ../nbs/05_data.ipynb #ea758331
+class Prep:
+    "The preprocessing and sampling options of a DataLoaders factory as one value (`SlicePrep`, `data3d.VolumePrep`)"
+    @classmethod
+    def of(cls, prep=None, **changes):
+        "`prep` (a value of this class, a dict of its fields, a `Recipe`, or None: the defaults) with `changes` made"
+        if prep is None: p = cls()
+        elif isinstance(prep, cls): p = prep
+        elif isinstance(prep, dict): p = cls(**prep)
+        elif is_dataclass(prep):
+            p = cls(**{f.name: getattr(prep, f.name) for f in fields(cls) if hasattr(prep, f.name)})
+        else: raise TypeError(f"prep is a {cls.__name__}, a dict of its fields or a Recipe, not {type(prep).__name__}")
+        return replace(p, **changes)
+    @classmethod
+    def and_split(cls, prep, # a value of this class, a dict of its fields, a `Recipe` or None
+                  split, # a `Split`, a dict of its fields or None
+                  kwargs:dict, # a factory's keyword arguments: fields of this class or of the split, to change
+                  but=(), # split arguments the factory does not take
+                 )->tuple: # (the preprocessing, the split as `split_kwargs` gives it)
+        "A factory's preprocessing and split: `prep` and `split` with the changes `kwargs` names"
+        names = [f.name for f in fields(cls)]
+        rest = {k: v for k,v in kwargs.items() if k not in names}
+        try: sp = split_kwargs({**Split.of(split).kwargs(), **rest}, but)
+        except TypeError as e:
+            raise TypeError(f"{e}; the preprocessing ({cls.__name__}) takes {', '.join(names)}") from None
+        return cls.of(prep, **{k: v for k,v in kwargs.items() if k in names}), sp
+
+@dataclass(frozen=True)
+class SlicePrep(Prep):
+    "How slices become network inputs and how training draws them: the options of the slice factories"
+    size:int|tuple=128 # slice size: int or (h, w); with `spacing`, the size of the training patches
+    intensity:dict|None=None # intensity config (default: liver window); missing statistics fitted on training cases
+    context:int=1 # slices stacked as channels (2.5D when > 1)
+    spacing:float|None=None # pixel spacing (mm) to resample to, then crop or pad to `size` (None: resize to `size`)
+    select:str='all' # 'all', 'liver', 'balanced' or 'oversample'
+    fg_share:float=1/3 # share of tumour slices ('oversample') and of patches centred near foreground
+    aug:str|None='fastai' # 'fastai', 'hybrid', 'auto' or None
+    aug_kwargs:dict|None=None # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
 
 # %% ../nbs/05_data.ipynb #763d2ed8
 class _CaseArrays:
@@ -353,36 +392,28 @@ def segmentation_datablock(slices:pd.DataFrame, # the selected slices: case, sli
 def slice_datablock(cache, # a prepared slice cache
                     valid_cases=None, # validation case ids (patient-level split)
                     train_cases=None, # training case ids (default: every case not in `valid_cases`)
-                    size=128, # slice size: int or (h, w); with `spacing`, the size of the training patches
-                    intensity=None, # intensity config (JSON dict); histogram bins or CT normalisation fitted on
-                                    # `train_cases` if missing
-                    context:int=1, # slices stacked as channels (2.5D when > 1)
-                    select:str='all', # 'all', 'liver', 'balanced' or 'oversample'
-                    aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
-                    aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
+                    prep:SlicePrep|None=None, # preprocessing: `SlicePrep`, dict of its fields, `Recipe` or None
                     slice_split:bool=False, # split slices at random, ignoring patients (leaks; LT-Net paper only)
                     valid_pct:float=0.2, # fraction of slices for validation with `slice_split`
                     seed:int=42, # seed of the slice split
-                    spacing:float|None=None, # resample slices to this pixel spacing in mm and crop or pad them to
-                                             # `size` (None: resize whole slices to `size`)
-                    fg_share:float=1/3, # share of tumour slices with `select='oversample'`, and of training patches
-                                        # centred near foreground
+                    **kwargs, # `SlicePrep` fields that change `prep` (`size`, `intensity`, `context`, `aug`, ...)
                    )->DataBlock:
     "A DataBlock of preprocessed slices and their masks from `cache`, split by patient"
-    man = load_manifest(cache)
-    check_resolution(cache, size if spacing is None else None, spacing)   # a patch at a spacing is cut, not resized
+    p,man = SlicePrep.of(prep, **kwargs),load_manifest(cache)
+    # a patch at a spacing is cut, not resized
+    check_resolution(cache, p.size if p.spacing is None else None, p.spacing)
     train_cases,valid_cases = resolve_split(man['case'].unique(), valid_cases, train_cases, slice_split)
-    cfg = fit_intensity(intensity, cache, train_cases)
-    slices = select_slices(man, sorted(set(train_cases) | set(valid_cases), key=case_key), select)
-    arrays,sz = _CaseArrays(cache),as_hw(size)
-    ak = {**(_auto_range(cfg) if aug=='auto' else {}), **(aug_kwargs or {})}
-    pre = [PlanCrop(sz, fg_share)] if spacing is not None else []
-    dblock = segmentation_datablock(slices, SliceGetter(arrays, cfg, context, sz, spacing),
-                                    MaskGetter(arrays, sz, spacing), valid_cases,
-                                    select, aug, ak, slice_split, valid_pct, seed, pre_tfms=pre, fg_share=fg_share)
-    dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg, size=size, context=context,
-                       spacing=spacing, n_channels=context*intensity_from_config(cfg).n_channels, select=select,
-                       aug=aug, slice_split=slice_split, source=str(cache))
+    cfg = fit_intensity(p.intensity, cache, train_cases)     # histogram bins or CT normalisation: the training cases'
+    slices = select_slices(man, sorted(set(train_cases) | set(valid_cases), key=case_key), p.select)
+    arrays,sz = _CaseArrays(cache),as_hw(p.size)
+    ak = {**(_auto_range(cfg) if p.aug=='auto' else {}), **(p.aug_kwargs or {})}
+    pre = [PlanCrop(sz, p.fg_share)] if p.spacing is not None else []
+    dblock = segmentation_datablock(slices, SliceGetter(arrays, cfg, p.context, sz, p.spacing),
+                                    MaskGetter(arrays, sz, p.spacing), valid_cases, p.select, p.aug, ak, slice_split,
+                                    valid_pct, seed, pre_tfms=pre, fg_share=p.fg_share)
+    dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg, size=p.size, context=p.context,
+                       spacing=p.spacing, n_channels=p.context*intensity_from_config(cfg).n_channels, select=p.select,
+                       aug=p.aug, slice_split=slice_split, source=str(cache))
     return dblock
 
 def _auto_range(cfg) -> dict:
@@ -396,26 +427,18 @@ def _auto_range(cfg) -> dict:
 # %% ../nbs/05_data.ipynb #d4a2300b
 @delegates(split_cases)
 def slice_dls(cache, # a prepared slice cache
-              size=128, # slice size: int or (h, w)
+              prep:SlicePrep|None=None, # preprocessing: `SlicePrep`, dict of its fields, `Recipe` or None
               bs:int=16, # batch size
-              intensity=None, # intensity config (default: the liver window)
-              context:int=1, # slices stacked as channels (2.5D when > 1)
-              select:str='all', # 'all', 'liver', 'balanced' or 'oversample'
-              aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
               num_workers:int=0, # DataLoader worker processes
-              aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
-              spacing:float|None=None, # resample slices to this pixel spacing (mm) and crop or pad to `size` (None:
-                                       # resize whole slices)
-              fg_share:float=1/3, # share of tumour slices with `select='oversample'` (and of patches near foreground)
               dl_kwargs:dict|None=None, # more arguments of `DataBlock.dataloaders` (e.g. `device`, `val_bs`)
-              **kwargs, # the patient-level split: `split_cases`'s arguments
+              split:Split|None=None, # the patient-level split: a `Split` or a dict of its fields
+              **kwargs, # fields that change `prep` (`size`, `aug`, ...) or `split` (`split_cases`'s arguments)
              )->DataLoaders: # with `train_cases`, `valid_cases`, `test_cases`, `intensity`, `size`, `context`, ...
     "DataLoaders of preprocessed slices from `cache`, split by patient, remembering the split and the preprocessing"
-    sp = split_kwargs(kwargs)
+    p,sp = SlicePrep.and_split(prep, split, kwargs)
     tr,va = split_cases(cache, **sp)
-    dblock = slice_datablock(cache, valid_cases=va, train_cases=tr, size=size, intensity=intensity, context=context,
-                             select=select, aug=aug, aug_kwargs=aug_kwargs, slice_split=sp['slice_split'],
-                             valid_pct=sp['valid_pct'] or 0.2, seed=sp['seed'], spacing=spacing, fg_share=fg_share)
+    dblock = slice_datablock(cache, va, tr, p, slice_split=sp['slice_split'], valid_pct=sp['valid_pct'] or 0.2,
+                             seed=sp['seed'])
     dblock.lits['test_cases'] = sorted_cases(sp['test_cases'] or [])
     return block_dataloaders(dblock, cache, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))
 

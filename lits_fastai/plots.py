@@ -122,8 +122,7 @@ def plot_confusion(pred=None, # predicted labels, any shape (or give `cm`)
                    codes=CODES, # class names
                    figsize=(9,4), # size of the figure
                    cmap='Blues', # colour map
-                   cm=None, # counts already made (rows true, columns predicted), e.g. summed over cases, instead of
-                            # `pred`, `gt`
+                   cm=None, # counts (rows true, columns predicted), e.g. summed over cases, not `pred`, `gt`
                   ):
     "Counts and row-normalised confusion matrix side by side; returns the figure"
     cm = confusion_matrix(pred, gt, len(codes)) if cm is None else np.asarray(cm)

@@ -15,8 +15,8 @@ from .cache import load_manifest
 # %% auto #0
 __all__ = ['case_key', 'PAPER_SPLITS', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'sorted_cases',
            'patient_split', 'case_splitter', 'slice_splitter', 'resolve_split', 'without_cases', 'limit_cases',
-           'split_cases', 'split_kwargs', 'Split', 'check_fold', 'compare_folds', 'random_slice_split', 'slice_leakage',
-           'curate_cases', 'ratio_split', 'PaperSplit', 'paper_split']
+           'split_cases', 'split_kwargs', 'Split', 'check_fold', 'compare_folds', 'slice_leakage', 'curate_cases',
+           'PaperSplit', 'paper_split']
 
 # %% ../nbs/04a_split.ipynb #86137545
 class LeakageError(LitsError, ValueError):
@@ -38,7 +38,8 @@ def case_table(cases) -> pd.DataFrame:
     if isinstance(cases, pd.DataFrame):
         df = cases.assign(case=cases['case'].astype(str))
         if 'slice' in df.columns:
-            df = df.groupby('case', sort=False)[['liver_px', 'tumor_px']].sum().reset_index().rename(columns={'liver_px': 'liver_vox', 'tumor_px': 'tumor_vox'})
+            df = df.groupby('case', sort=False)[['liver_px', 'tumor_px']].sum().reset_index()
+            df = df.rename(columns={'liver_px': 'liver_vox', 'tumor_px': 'tumor_vox'})
     else: df = pd.DataFrame({'case': [str(c) for c in cases]})
     dup = df['case'][df['case'].duplicated()].tolist()
     if dup: raise ValueError(f"duplicate case ids: {dup[:10]}")
@@ -70,7 +71,8 @@ def patient_split(cases_df, # case table (cases.csv), slice manifest, or a list 
     ids = tbl['case'].tolist(); n = len(ids)
     if n < 2: raise ValueError(f"a split needs at least 2 cases, got {n}")
     rng = np.random.default_rng(seed)
-    order = [ids[i] for i in (np.lexsort((rng.random(n), tbl['burden'].to_numpy())) if stratify else rng.permutation(n))]
+    idx = np.lexsort((rng.random(n), tbl['burden'].to_numpy())) if stratify else rng.permutation(n)
+    order = [ids[i] for i in idx]
     if valid_cases is not None:
         if fold is not None: raise ValueError('give either valid_cases or fold, not both')
         valid = sorted_cases(valid_cases)
@@ -78,9 +80,11 @@ def patient_split(cases_df, # case table (cases.csv), slice manifest, or a list 
         if unknown: raise ValueError(f"validation cases not in the data: {unknown[:10]}")
     elif fold is not None:
         n_folds = n_folds or 5
-        if not 2 <= n_folds <= n: raise ValueError(f"n_folds must be between 2 and the number of cases ({n}), got {n_folds}")
+        if not 2 <= n_folds <= n:
+            raise ValueError(f"n_folds must be between 2 and the number of cases ({n}), got {n_folds}")
         if not 0 <= fold < n_folds: raise ValueError(f"fold must be in 0..{n_folds-1}, got {fold}")
-        if stratify: folds = np.concatenate([rng.permutation(n_folds)[:len(order[i:i+n_folds])] for i in range(0, n, n_folds)])
+        if stratify:
+            folds = np.concatenate([rng.permutation(n_folds)[:len(order[i:i+n_folds])] for i in range(0, n, n_folds)])
         else: folds = np.arange(n) % n_folds
         valid = [c for c,f in zip(order, folds) if f==fold]
     else:
@@ -118,13 +122,16 @@ def resolve_split(cases, # every case id of the data
     if slice_split:
         if valid_cases is not None: raise ValueError('slice_split splits slices at random: do not give valid_cases')
         warnings.warn('slice_split=True: validation slices have neighbouring slices of the same patients in training, '
-                      'so validation scores are optimistic (patient leakage). Use a patient-level split to compare models.',
+                      'so validation scores are optimistic (patient leakage). Use a patient-level split to compare '
+                      'models.',
                       LeakageWarning, stacklevel=3)
         train_cases = valid_cases = sorted_cases(train_cases if train_cases is not None else cases)
     else:
-        if valid_cases is None: raise ValueError('a patient-level split needs valid_cases (see patient_split), or slice_split=True')
+        if valid_cases is None: raise ValueError('a patient-level split needs valid_cases (see patient_split), or '
+                                                 'slice_split=True')
         valid_cases = sorted_cases(valid_cases)
-        train_cases = sorted_cases([c for c in cases if c not in set(valid_cases)] if train_cases is None else train_cases)
+        if train_cases is None: train_cases = [c for c in cases if c not in set(valid_cases)]
+        train_cases = sorted_cases(train_cases)
         check_split(train_cases, valid_cases)
     missing = sorted(set(train_cases + valid_cases) - set(map(str, cases)), key=case_key)
     if missing: raise ValueError(f"cases not in the data: {missing[:10]}")
@@ -166,20 +173,22 @@ def split_cases(source, # a prepared cache, or a case table, slice manifest or l
                 stratify:bool=True, # spread validation cases over the tumour burden
                 max_cases:int|None=None, # use at most this many cases
                 seed:int=42, # seed of the split, the case subset and the factories' sampling
-                test_cases=None, # case ids held out of the run entirely: never trained on, validated on or used to fit intensities
-                slice_split:bool=False, # split slices at random instead (leaks patients; the LT-Net paper only): every case on the training side here
+                test_cases=None, # case ids held out entirely: never trained, validated on or used to fit intensities
+                slice_split:bool=False, # split slices at random (leaks patients; LT-Net's paper): all cases train
                )->tuple: # (training case ids, validation case ids or None)
-    "The patient-level split every DataLoaders factory makes (`slice_dls`, `png_dls`, `volume_dls`), for code that needs it first (e.g. a plan fitted on the training cases)"
+    "The patient-level split every DataLoaders factory makes, for code that needs it first (e.g. a plan)"
     tbl = case_table(load_manifest(source) if isinstance(source, (str, os.PathLike)) else source)
     tbl = limit_cases(without_cases(tbl, test_cases, valid_cases), max_cases, valid_cases, seed)
     if slice_split: return tbl['case'].tolist(), None
-    return patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed, stratify=stratify)
+    return patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed,
+                         stratify=stratify)
 
 def split_kwargs(kwargs:dict, # the split arguments a DataLoaders factory was given (its `**kwargs`)
                  but=(), # `split_cases` parameters the factory does not take
                 )->dict: # every split argument, `split_cases`'s defaults filled in
-    "The split of a DataLoaders factory as `split_cases` arguments, with its defaults; a name it does not take is a `TypeError`"
-    ps = {k:p.default for k,p in inspect.signature(split_cases).parameters.items() if p.default is not p.empty and k not in but}
+    "A factory's split as `split_cases` arguments with its defaults; a name it does not take is a `TypeError`"
+    sig = inspect.signature(split_cases).parameters
+    ps = {k:p.default for k,p in sig.items() if p.default is not p.empty and k not in but}
     bad = sorted(set(kwargs) - set(ps))
     if bad: raise TypeError(f"unexpected argument{'s'*(len(bad)>1)} {', '.join(bad)}; the split takes {', '.join(ps)}")
     return {**ps, **kwargs}
@@ -200,7 +209,7 @@ class Split:
 
     @classmethod
     def of(cls, split=None, **kwargs) -> Split:
-        "`split` (a `Split`, a dict of its fields or None) with the fields `kwargs` changed; an unknown name is a `TypeError`"
+        "`split` (a `Split`, a dict of its fields or None) with the fields `kwargs` changed"
         s = split if isinstance(split, Split) else cls(**(split or {}))
         return replace(s, **kwargs) if kwargs else s
     def kwargs(self, but=()) -> dict:
@@ -222,12 +231,16 @@ def check_fold(f:dict):
     for a,b in (('train', 'valid'), ('train', 'test'), ('valid', 'test')):
         both = sorted(set(map(str, f[a])) & set(map(str, f[b])), key=case_sort_key)
         if both: raise LeakageError(f"fold {f['fold']}: cases in both {a} and {b}: {both[:10]}")
-    if not (f['train'] and f['valid'] and f['test']): raise LitsError(f"fold {f['fold']}: an empty group ({len(f['train'])} training, "
-                                                                      f"{len(f['valid'])} validation, {len(f['test'])} test cases)")
+    if not (f['train'] and f['valid'] and f['test']): raise LitsError(f"fold {f['fold']}: an empty group "
+                                                                      f"({len(f['train'])} training, "
+                                                                      f"{len(f['valid'])} validation, {len(f['test'])} "
+                                                                      "test cases)")
 
 def _fold(tbl, k, test, valid_cases, valid_pct, seed) -> dict:
     rest = without_cases(tbl, test, valid_cases)
-    if len(rest)<2: raise LitsError(f"fold {k}: {len(rest)} case(s) left beside the {len(test)} test case(s); training and validation need 2")
+    if len(rest)<2:
+        raise LitsError(f"fold {k}: {len(rest)} case(s) left beside the {len(test)} test case(s); training and "
+                        "validation need 2")
     tr,va = patient_split(rest, valid_pct=valid_pct, valid_cases=valid_cases, seed=seed)
     f = dict(fold=k, train=tr, valid=va, test=sorted(map(str, test), key=case_sort_key))
     check_fold(f)
@@ -245,10 +258,12 @@ def compare_folds(cache, # a prepared cache
     "The folds of a comparison: three disjoint patient groups each, every case tested once across the folds"
     tbl = case_table(load_manifest(cache))
     if n_folds:
-        if test_cases or valid_cases: raise LitsError('cross-validation tests every case once: give folds, or test and validation cases, not both')
+        if test_cases or valid_cases: raise LitsError('cross-validation tests every case once: give folds, or test and '
+                                                      'validation cases, not both')
         tbl = limit_cases(tbl, max_cases, None, seed)
         if not 2<=n_folds<=len(tbl): raise LitsError(f"{n_folds} folds of {len(tbl)} cases: use 2 to {len(tbl)} folds")
-        return [_fold(tbl, k, patient_split(tbl, fold=k, n_folds=n_folds, seed=seed)[1], None, valid_pct, seed) for k in range(n_folds)]
+        return [_fold(tbl, k, patient_split(tbl, fold=k, n_folds=n_folds, seed=seed)[1], None, valid_pct,
+                      seed) for k in range(n_folds)]
     keep = [str(o) for o in (test_cases or [])] + [str(o) for o in (valid_cases or [])]
     tbl = limit_cases(tbl, max_cases, keep or None, seed)
     if len(tbl)<3: raise LitsError(f"{len(tbl)} case(s): a comparison needs 3 or more (training, validation and test)")
@@ -256,7 +271,7 @@ def compare_folds(cache, # a prepared cache
     return [_fold(tbl, 0, test, [str(o) for o in valid_cases] if valid_cases else None, valid_pct, seed)]
 
 # %% ../nbs/04a_split.ipynb #cfd90ffb
-def random_slice_split(slices:pd.DataFrame, # manifest rows (columns case, slice), in the DataBlock's order
+def _random_slice_split(slices:pd.DataFrame, # manifest rows (columns case, slice), in the DataBlock's order
                        valid_pct:float=0.2, # share of the slices held out (fastai's `RandomSplitter` default)
                        seed:int=42, # seed of the permutation
                       )->tuple: # (training slices, held-out slices), manifest rows
@@ -293,7 +308,7 @@ def curate_cases(man:pd.DataFrame, # slice manifest (`cache.load_manifest`)
     df = pd.DataFrame(rows, columns=['case', 'tumour', 'clean', 'kept', 'slices', 'reason'])
     return df.iloc[sorted(range(len(df)), key=lambda i: case_key(df['case'].iloc[i]))].reset_index(drop=True)
 
-def ratio_split(cases, # case table, slice manifest or case ids (as `case_table` reads)
+def _ratio_split(cases, # case table, slice manifest or case ids (as `case_table` reads)
                 ratios=(8, 1, 2), # (training, validation, test) proportions; a 0 leaves that group empty
                 seed:int=42, # seed of the split
                )->tuple: # (training, validation, test) case ids
@@ -353,9 +368,9 @@ def _split_groups(man, ps:PaperSplit, seed) -> tuple:
     if cur is not None: tbl = tbl[tbl['case'].isin(set(cur.loc[cur['kept'], 'case']))].reset_index(drop=True)
     tbl = limit_cases(tbl, ps.max_cases, None, seed)
     if ps.level=='slices':
-        tr,te = random_slice_split(man[man['case'].isin(set(tbl['case']))], ps.ratios[1], seed)
+        tr,te = _random_slice_split(man[man['case'].isin(set(tbl['case']))], ps.ratios[1], seed)
         return sorted_cases(tbl['case']), [], sorted_cases(set(te['case'])), te[['case', 'slice']]
-    tr,va,te = ratio_split(tbl, ps.ratios, seed)
+    tr,va,te = _ratio_split(tbl, ps.ratios, seed)
     if ps.valid_is_test: va = te
     sl = man[man['case'].isin(set(te))]
     if ps.curated: sl = sl[(sl['liver_px'] + sl['tumor_px']) > 0]

@@ -196,8 +196,7 @@ MODEL_INFO = InfoRegistry(
                 paper="3D U-Net for volumetric liver segmentation (References: Volumetric 3D U-Net)"))
 
 # %% ../../nbs/15_models.ipynb #5d4df4de
-def build_model(name:str, # registry name: 'ltnet', 'hybrid', 'cafct', 'dyntransnet', 'dyntransnet2d', 'unet3d',
-                          # 'smp:<Arch>[:<encoder>]', 'monai:<Net>'
+def build_model(name:str, # registry name: 'ltnet', 'hybrid', ..., 'smp:<Arch>[:<encoder>]', 'monai:<Net>'
                 n_in:int=1, # input channels
                 n_out:int|None=None, # output channels (None: the model's default, `MODEL_INFO[name]['n_out']`)
                 **kwargs # arguments of the model's factory (published configuration where not given)
