@@ -270,7 +270,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
     from lits_fastai.plan import parse_budget
     pre = parse_pretrained(pretrained, 'lits-train')
     mk = {'arch': encoder} if encoder and arch=='ltnet' else None
-    rk = {'arch': f"smp:Unet:{encoder}"} if encoder and arch=='auto' else None
+    if encoder and arch=='auto': recipe = {'arch': f"smp:Unet:{encoder}"}   # a dict changes the plan
     with cli_errors('lits-train: --budget', catch=ValueError): budget = parse_budget(budget)
     if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
     if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
@@ -283,7 +283,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
     sp = Split(valid_pct=valid_pct, valid_cases=parse_cases(valid_cases), max_cases=max_cases, seed=seed,
                test_cases=parse_cases(test_cases))
     _train_run(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, split=sp, pretrained=pre, out=out,
-               resume=resume, cache=cache, model_kwargs=mk, log=log, budget=budget, recipe_kw=rk)
+               resume=resume, cache=cache, model_kwargs=mk, log=log, budget=budget)
 
 # %% ../nbs/40_cli.ipynb #c5e9bbf7
 def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None,

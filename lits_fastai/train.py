@@ -219,9 +219,11 @@ def _run_cache(data, cache, progress) -> Path:
     if rank_distrib(): cache = Path(data) if is_cache(data) else Path(cache) if cache else default_cache(data)
     return cache
 
-def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main) -> tuple:
+def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, main) -> tuple:
     "(recipe, plan or None, split) of a run: `auto` planned on the split's training cases, or the named recipe scaled"
-    if 'auto' in (arch, recipe, getattr(recipe, 'name', None)): return _auto_recipe(cache, out, sp, scale_kw, budget, recipe_kw, main)
+    recipe_kw,recipe = (recipe,None) if isinstance(recipe, dict) else (None,recipe)   # a dict changes the default
+    if 'auto' in (arch, recipe, getattr(recipe, 'name', None)):
+        return _auto_recipe(cache, out, sp, scale_kw, budget, recipe_kw, main)
     base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
     if arch!=base.arch: base = replace(base, arch=arch)
     return replace(scale(base, **scale_kw, max_cases=sp.max_cases), **(recipe_kw or {})), None, sp
@@ -262,30 +264,39 @@ def _finish(learn, dls, cache, out:Path, plan, main:bool) -> Path:
         if (out/'history.csv').exists(): save_figure(plot_training_curves(out/'history.csv'), out/'curves.png', close=True)
     return model_file
 
+_SCALE = ('epochs', 'size', 'bs')   # the recipe's scale: `recipes.scale` sizes 3D recipes by their aspect
+
+def _train_kwargs(split, kw:dict) -> tuple:
+    "(scale, model arguments, `Split`) from `train`'s keyword arguments; a name that is none of them is a `TypeError`"
+    bad = sorted(set(kw) - {*_SCALE, 'model_kwargs', *Split.__dataclass_fields__})
+    if bad: raise TypeError(f"train() got unexpected argument{'s'*(len(bad)>1)} {', '.join(bad)}: it takes the scale "
+                            f"({', '.join(_SCALE)}), model_kwargs and the split's fields ({', '.join(Split.__dataclass_fields__)})")
+    sp = Split.of(split, **{k: v for k,v in kw.items() if k in Split.__dataclass_fields__})
+    return {k: kw.get(k) for k in _SCALE}, kw.get('model_kwargs'), sp
+
 def train(data, # raw LiTS-style folder or prepared cache
           arch:str='ltnet', # model name in `MODELS`
-          recipe:str|Recipe|None=None, # recipe name or `Recipe` (default: the one named like `arch`, or the smp baseline recipe)
-          epochs:int|None=None, size:int|None=None, bs:int|None=None, # scale the recipe (`split.max_cases` too)
+          recipe:str|Recipe|dict|None=None, # a name, a `Recipe`, or a dict of fields changing the default one (or the
+                                            # plan of 'auto'); default: the recipe named like `arch`, or smp's baseline
           split:Split|None=None, # the patient-level split; its seed also seeds the sampling and the weights
-          pretrained='auto', # ImageNet encoder weights: 'auto', True or False
           out=None, # run folder: model file, history.csv, curves.png, checkpoints (default runs/<arch>)
+          budget=None, # training time: seconds or a duration like '2h' (the epochs that fit; `epochs` wins)
+          pretrained='auto', # ImageNet encoder weights: 'auto', True or False
           resume:bool=False, # continue from the last finished epoch of an interrupted run in `out`
           cache=None, # where to cache a raw `data` folder
-          model_kwargs:dict|None=None, # extra model arguments (e.g. {'arch': 'resnet34'} for a lighter LT-Net encoder)
           progress:bool=True, # show progress bars
-          log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (several joined by commas), in the run folder
-          budget=None, # training time budget: seconds or a duration like '2h' (the epochs that fit a measured epoch; `epochs` wins)
-          recipe_kw:dict|None=None, # `Recipe` fields to change after the recipe (or `auto`'s plan) is made, e.g. {'context': 1}
-          **split_kw, # the split's fields one by one: valid_cases, valid_pct, fold, n_folds, max_cases, seed, test_cases
+          log:str|None=None, # experiment tracking: 'tensorboard', 'wandb', 'mlflow' (comma-separated), in `out`
+          **kw, # the scale (epochs, size, bs), `model_kwargs`, the split's fields (valid_cases, seed, ...)
          ):
-    "Train `arch` (or `'auto'`, configured from the data) with its recipe on a patient-level split of `data`; returns the learner and the model file"
-    t0,sp = time.monotonic(),Split.of(split, **split_kw)
+    "Train `arch` (or `'auto'`, planned from the data) with its recipe on a patient-level split of `data`"
+    t0 = time.monotonic()
+    scale_kw,model_kwargs,sp = _train_kwargs(split, kw)
     dist,cache = is_distributed(),_run_cache(data, cache, progress)
     main = rank_distrib()==0
     budget = parse_budget(budget)
     out = Path(out or Path('runs')/arch.replace(':', '_'))
     out.mkdir(parents=True, exist_ok=True)
-    r,plan,sp = _run_recipe(arch, recipe, cache, out, sp, dict(epochs=epochs, size=size, bs=bs), budget, recipe_kw, main)
+    r,plan,sp = _run_recipe(arch, recipe, cache, out, sp, scale_kw, budget, main)
     set_seed(sp.seed, reproducible=True)
     dls = recipe_dls(cache, r, **sp.kwargs(but=('max_cases',)))
     if plan is not None: dls.plan = plan
@@ -296,7 +307,7 @@ def train(data, # raw LiTS-style folder or prepared cache
         if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
                        f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
     bcb = None
-    if budget and epochs is None: r,bcb = _fit_budget(learn, r, budget, t0+budget, say=main and progress, dist=dist)
+    if budget and scale_kw['epochs'] is None: r,bcb = _fit_budget(learn, r, budget, t0+budget, say=main and progress, dist=dist)
     _fit(learn, r, out, resume, progress, main, bcb)
     model_file = _finish(learn, dls, cache, out, plan, main)
     if dist: distrib_barrier()  # the other processes return once the files are written

@@ -20,7 +20,7 @@ one; where `train` has no `budget` yet, one epoch is timed first and the run rep
   Adam 1e-3, cross-entropy, whole cached slices resized to auto's input size, the liver window W150/L30 scaled to
   [0, 1], no augmentation, batches until the budget is spent; the test volumes predicted slice by slice, the logits
   resized back, argmax;
-- the ablation: auto trained again without one ingredient at a time (`recipe_kw`): normalisation -> the plain liver
+- the ablation: auto trained again without one ingredient at a time (`recipe` as a dict of fields): normalisation -> the plain liver
   window, 2.5D -> context 1, oversampling -> select 'all', augmentation -> none, CE+Dice -> CE; and the full auto model
   predicted without post-processing (`post=False`). Each variant trains for as many epochs as auto's own run did, so
   that only the ingredient changes (an epoch count fitted to a budget from a few timed steps swings with the load of
@@ -48,11 +48,11 @@ PAPERS_2D = ['ltnet', 'hybrid', 'cafct', 'dyntransnet2d']
 PAPERS_3D = ['unet3d', 'dyntransnet']
 DEFAULT_3D = ['unet3d']   # DynTransNet's 64^3 patches take minutes an epoch on 2 CPU cores: run it by name (--only)
 LIVER_WINDOW = {'kind': 'window', 'windows': [[150, 30]]}
-ABLATIONS = [('normalisation', 'plain liver window', dict(recipe_kw={'intensity': LIVER_WINDOW})),
-             ('2.5D context', 'context 1', dict(recipe_kw={'context': 1})),
-             ('oversampling', "select 'all'", dict(recipe_kw={'select': 'all'})),
-             ('augmentation', 'aug None', dict(recipe_kw={'aug': None})),
-             ('CE+Dice loss', "loss 'ce'", dict(recipe_kw={'loss': 'ce'})),
+ABLATIONS = [('normalisation', 'plain liver window', dict(recipe={'intensity': LIVER_WINDOW})),
+             ('2.5D context', 'context 1', dict(recipe={'context': 1})),
+             ('oversampling', "select 'all'", dict(recipe={'select': 'all'})),
+             ('augmentation', 'aug None', dict(recipe={'aug': None})),
+             ('CE+Dice loss', "loss 'ce'", dict(recipe={'loss': 'ce'})),
              ('post-processing', 'post=False', dict(post=False))]
 
 # ---------------------------------------------------------------- data and split
@@ -247,7 +247,7 @@ def main(argv=None):
     print(f"command: python tests/bench_auto.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip(), flush=True)
     from lits_fastai.recipes import RECIPES
     from lits_fastai.train import train
-    has_auto = 'recipe_kw' in inspect.signature(train).parameters
+    has_auto = 'budget' in inspect.signature(train).parameters
     systems = ['auto'] + PAPERS_2D + ([] if q else DEFAULT_3D) + ['bare', 'ablation']
     if a.only:
         want = {o.strip() for o in a.only.split(',') if o.strip()}
@@ -275,7 +275,7 @@ def main(argv=None):
                   f"tumour {_f(dice['tumor'][0])} (global {_f(dice['tumor'][1])}){note}", flush=True)
         auto_mf, auto_epochs, bare_spec = None, None, ('Unet', 'resnet18', size)
         if 'auto' in systems or 'ablation' in systems:
-            if not has_auto: print("auto: not available (train() has no `recipe_kw` / arch='auto' yet): skipped with its ablation", flush=True)
+            if not has_auto: print("auto: not available (train() has no `budget` / arch='auto' yet): skipped with its ablation", flush=True)
             else:
                 mf, t, ep = fit(cache, tmp/'runs'/'auto', budget, arch='auto', **split_kw)
                 auto_epochs = ep
@@ -311,7 +311,7 @@ def main(argv=None):
                 if 'post' in kw: dice, tp = score_model(auto_mf, data, te, post=kw['post']); t, ep = 0., '(auto)'
                 else:
                     mf, t, ep = fit(cache, tmp/'runs'/f"auto-no-{name.split()[0].lower().replace('.', '')}", budget, arch='auto',
-                                    epochs=None if a.ablation_budget else auto_epochs, recipe_kw=kw['recipe_kw'], **split_kw)
+                                    epochs=None if a.ablation_budget else auto_epochs, recipe=kw['recipe'], **split_kw)
                     dice, tp = score_model(mf, data, te)
                 report(f'auto without {name}', dice, t, tp, ep)
                 abl.append((name, how, dice, _score(res['auto']) - _score(dice)))

@@ -30,7 +30,7 @@ def make_model(tmp:Path, size:int, epochs:int) -> Path:
     from lits_fastai.demo import DEMO_RECIPE
     make_synth(tmp/'train', n_cases=4, shape=(64, 64, 16), seed=11)
     _,fn = train(tmp/'train', 'smp:Unet:resnet18', epochs=epochs, size=size, bs=8, valid_cases=['3'], pretrained=False,
-                 out=tmp/'run', cache=tmp/'cache', progress=False, recipe_kw=DEMO_RECIPE)
+                 out=tmp/'run', cache=tmp/'cache', progress=False, recipe=DEMO_RECIPE)
     return fn
 
 def make_folder(folder:Path, n:int, shape) -> Path:

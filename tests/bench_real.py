@@ -81,7 +81,7 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
         budget = a.budget if a.epochs is None else 1e9
         d, t, tp, ep = B.bare(cache, tr, te, 'Unet', a.bare_encoder, a.size, budget, seed=seed, epochs=a.epochs)
         return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=float('nan'), train=t, epochs=ep)
-    if name=='auto': kw.update(arch='auto', recipe_kw=recipe_kw)
+    if name=='auto': kw.update(arch='auto', recipe=recipe_kw)
     else:
         from lits_fastai.recipes import RECIPES
         kw.update(arch=name, size=a.size3d if RECIPES[name].dims==3 else a.size)

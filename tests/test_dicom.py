@@ -17,7 +17,7 @@ def cases(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('dicom')
     make_synth(tmp/'data', n_cases=3, shape=(48, 48, 12), seed=5)
     _,mf = train(tmp/'data', 'smp:Unet:resnet18', epochs=2, size=32, bs=8, valid_cases=['2'], pretrained=False, out=tmp/'run',
-                 cache=tmp/'cache', progress=False, recipe_kw=DEMO_RECIPE)
+                 cache=tmp/'cache', progress=False, recipe=DEMO_RECIPE)
     (tmp/'nifti').mkdir()
     for i in (0, 1):
         vol = next((tmp/'data').glob(f'volume_pt*/volume-{i}.nii'))
