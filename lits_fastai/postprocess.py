@@ -34,7 +34,7 @@ def postprocess(lab:np.ndarray, # (Z,H,W) label map, 0/1/2
                 spacing=(1.,1.,1.), # (sx, sy, sz) in mm
                 largest_liver:bool=True, tumor_in_liver:bool=True, min_tumor_mm3:float=10.,
                 inplace:bool=False, # change `lab` itself (saves a copy of the volume)
-                small_tumor_to:int=1, # label of the removed small tumours: liver (1), or background (0) for a tumour-only map
+                small_tumor_to:int=1, # removed small tumours' label: liver (1), or background (0) for a tumour-only map
                ) -> np.ndarray:
     "Largest liver component, tumour only where it is connected to liver, tiny tumour components removed"
     if not inplace: lab = lab.copy()
@@ -82,7 +82,8 @@ def apply_postprocess(lab:np.ndarray, # the model's own labels: 0/1/2, or 0/1 fo
     return postprocess(lab, spacing, inplace=True, **steps)
 
 # %% ../nbs/29_postprocess.ipynb #b24e6012
-POST_STEPS = {'multiclass': [('largest liver component, tumour inside liver', dict(largest_liver=True, tumor_in_liver=True)),
+POST_STEPS = {'multiclass': [('largest liver component, tumour inside liver',
+                              dict(largest_liver=True, tumor_in_liver=True)),
                              ('tumours under 10 mm3 removed', dict(min_tumor_mm3=10.))],
               'liver': [('largest liver component', dict(largest_liver=True, tumor_in_liver=True))],
               'tumor': [('tumours under 10 mm3 removed', dict(min_tumor_mm3=10.))]}
@@ -129,4 +130,5 @@ def choose_postprocess(preds, # folder or list of predictions in the model's own
                         **{f"{c}_dice_with": float(a) for c,a in zip(classes, mean[cand])}))
         if keep: cur = cand
     pp = {**NO_POST, **{k: v for on,(_,s) in zip(cur, steps) if on for k,v in s.items()}}
-    return dict(postprocess=pp, steps=log, cases=cases, target=target, rule='kept where it raises the mean per-case Dice and lowers no class')
+    return dict(postprocess=pp, steps=log, cases=cases, target=target,
+                rule='kept where it raises the mean per-case Dice and lowers no class')
