@@ -30,8 +30,8 @@ from .tracking import tracking_callbacks
 from .plan import make_plan, plan_recipe, parse_budget
 
 # %% auto #0
-__all__ = ['recipe_dls', 'is_distributed', 'init_distributed', 'to_distributed', 'time_epoch', 'choose_valid_postprocess',
-           'EpochBudget', 'train']
+__all__ = ['HEADROOM', 'recipe_dls', 'is_distributed', 'init_distributed', 'to_distributed', 'time_epoch',
+           'choose_valid_postprocess', 'EpochBudget', 'train']
 
 # %% ../nbs/24_train.ipynb #96fa13ed
 def recipe_dls(cache, # a prepared cache
@@ -237,12 +237,15 @@ def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, main)
     if arch!=base.arch: base = replace(base, arch=arch)
     return replace(scale(base, **scale_kw, max_cases=sp.max_cases), **(recipe_kw or {})), None, sp
 
+HEADROOM = 1.5   # a few timed steps misjudge an epoch: plan this much more, which the epochs' own pace then cuts
+
 def _fit_budget(learn, r:Recipe, budget:float, deadline:float, say:bool, dist:bool) -> tuple:
-    "(`r` with the epochs that fit the time left before `deadline` at `time_epoch`'s estimate, an `EpochBudget`)"
+    "(`r` with `HEADROOM` times the epochs `time_epoch` fits before `deadline`, an `EpochBudget` to cut them)"
     left, t = deadline - time.monotonic(), time_epoch(learn)
-    learn.recipe = r = replace(r, epochs=max(1, int(left // t)))
-    if say: print(f"budget {budget:.0f} s ({left:.0f} s left): an epoch takes about {t:.1f} s here, "
-                  f"so {r.epochs} epochs", flush=True)
+    n = max(1, int(left // t) if dist else int(HEADROOM*left // t))
+    learn.recipe = r = replace(r, epochs=n)
+    if say: print(f"budget {budget:.0f} s ({left:.0f} s left): an epoch takes about {t:.1f} s here, so {n} epochs"
+                  + ("" if dist else " at most; each epoch's pace then sets how many fit"), flush=True)
     return r, None if dist else [EpochBudget(deadline, say=say)]   # processes of a distributed run stop together
 
 def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool, cbs=None):
@@ -288,8 +291,7 @@ def _train_kwargs(split, kw:dict) -> tuple:
 
 def train(data, # raw LiTS-style folder or prepared cache
           arch:str='ltnet', # model name in `MODELS`
-          recipe:str|Recipe|dict|None=None, # a name, a `Recipe`, or a dict of fields changing the default one (or the
-                                            # plan of 'auto'); default: the recipe named like `arch`, or smp's baseline
+          recipe:str|Recipe|dict|None=None, # name, `Recipe`, or dict of fields changing the default (or auto's plan)
           split:Split|None=None, # the patient-level split; its seed also seeds the sampling and the weights
           out=None, # run folder: model file, history.csv, curves.png, checkpoints (default runs/<arch>)
           budget=None, # training time: seconds or a duration like '2h' (the epochs that fit; `epochs` wins)
