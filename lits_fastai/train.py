@@ -142,7 +142,7 @@ def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     r = replace(plan_recipe(plan, epochs=epochs, bs=bs), **kw)
     said = [f"{k} {getattr(r, k)!r} (plan: {plan['choices'][k]['value']!r})" for k in ('epochs', 'size', 'bs')
             if plan['choices'][k]['value'] is not None and getattr(r, k)!=plan['choices'][k]['value']]
-    said += [f"{k} {v!r}" for k,v in (recipe_kw or {}).items()]
+    said += [f"{k} {v!r}" for k,v in (recipe_kw or {}).items() if k not in ('epochs', 'size', 'bs')]
     unused = sorted(set(load_manifest(cache)['case']) - set(tr) - set(va)
                     - set(map(str, test_cases or [])))   # left out by max_cases
     if main:
