@@ -93,7 +93,7 @@ def test_train_rejects_a_missing_folder(tmp_path):
 import pytest
 
 @pytest.mark.parametrize('arch,size,extra', [
-    ('ltnet', 64, []), ('hybrid', 64, []), ('cafct', 64, []), ('dyntransnet2d', 64, []), ('smp:Unet', 64, ['--encoder', 'resnet18']),
+    ('ltnet', 64, ['--encoder', 'resnet18']), ('hybrid', 64, []), ('cafct', 64, []), ('dyntransnet2d', 64, []), ('smp:Unet', 64, ['--encoder', 'resnet18']),
     ('unet3d', 32, []), ('dyntransnet', 32, [])])
 def test_every_architecture_trains_one_epoch(arch, size, extra, synth_cache, tmp_path):
     "Each registered system trains one epoch through lits-train and writes a model file that loads in a fresh process"
