@@ -137,8 +137,6 @@ def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     tr,va = sp.cases(cache)
     plan = make_plan(cache, tr, size=size, budget=budget)
     kw = {**({'size': int(size)} if size is not None else {}), **(recipe_kw or {})}   # None values count too
-    bad = set(kw) - set(Recipe.__dataclass_fields__)
-    if bad: raise TypeError(f"unknown recipe fields: {sorted(bad)}")
     r = replace(plan_recipe(plan, epochs=epochs, bs=bs), **kw)
     said = [f"{k} {getattr(r, k)!r} (plan: {plan['choices'][k]['value']!r})" for k in ('epochs', 'size', 'bs')
             if plan['choices'][k]['value'] is not None and getattr(r, k)!=plan['choices'][k]['value']]
@@ -231,6 +229,9 @@ def _run_cache(data, cache, progress) -> Path:
 def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, main) -> tuple:
     "(recipe, plan or None, split) of a run: `auto` planned on the split's training cases, or the named recipe scaled"
     recipe_kw,recipe = (recipe,None) if isinstance(recipe, dict) else (None,recipe)   # a dict changes the default
+    bad = sorted(set(recipe_kw or {}) - set(Recipe.__dataclass_fields__))
+    if bad: raise TypeError(f"unknown recipe field{'s'*(len(bad)>1)} {', '.join(bad)}: a dict recipe takes `Recipe`'s "
+                            f"fields ({', '.join(Recipe.__dataclass_fields__)})")
     if 'auto' in (arch, recipe, getattr(recipe, 'name', None)):
         return _auto_recipe(cache, out, sp, scale_kw, budget, recipe_kw, main)
     base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
