@@ -15,7 +15,8 @@ Systems, each given the same training budget (`--budget` seconds; `--epochs N` t
   window W150/L30, cross-entropy, Adam 1e-3, no augmentation, no post-processing (`bench_auto.bare`);
 - the papers' 2D recipes (`ltnet` with a resnet18 encoder, `hybrid`, `cafct`, `dyntransnet2d`) at `--size` px and the
   3D `unet3d` at `--size3d`, with `--papers`.
-Seeds: `--seeds 0,1,2`; the same seed gives the same split, weights and augmentation.
+Seeds: `--seeds 0,1,2`; the same seed gives the same split, weights and augmentation. `--ensemble` adds a row per
+system: its seeds' models averaged as one ensemble (the training time of all of them).
 
 Scores on the test cases, in their stored geometry (`predict_volume` with each model's post-processing): per-volume liver
 Dice (labels 1+2) and tumour Dice (label 2), lesion recall (LiTS rule, IoU > 0.5 after merging, `evaluate.detect_lesions`),
@@ -87,16 +88,34 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
         kw.update(arch=name, size=a.size3d if RECIPES[name].dims==3 else a.size)
         if name=='ltnet': kw['model_kwargs'] = {'arch': 'resnet18'}
     mf, t, ep = B.fit(cache, tmp/'runs'/f'{name}-{seed}', a.budget, epochs=a.epochs, **kw)
-    d, _ = B.score_model(mf, data, te)
-    return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=lesion_recall(mf, data, te), train=t, epochs=ep)
+    return dict(**score(mf, data, te), train=t, epochs=ep, model=mf)
+
+def score(model, data:Path, test:list) -> dict:
+    "Liver and tumour Dice and lesion recall of a model file, or of an ensemble (a list of model files), on `test`"
+    d, _ = B.score_model(model, data, test)
+    return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=lesion_recall(model, data, test))
+
+def ensemble_rows(rows:list, data:Path, test:list) -> list:
+    "One row per system trained with several seeds: its seeds' models averaged (`lits-predict` on an ensemble folder)"
+    out = []
+    for name in dict.fromkeys(r['system'] for r in rows if r.get('model')):
+        rs = [r for r in rows if r['system']==name]
+        if len(rs) < 2: continue
+        out.append(dict(system=f'{name}, ensemble of its seeds', seed=-1, members=len(rs), **score([r['model'] for r in rs], data, test),
+                        train=sum(r['train'] for r in rs), epochs=np.mean([float(r['epochs']) for r in rs])))
+    return out
 
 def summary(rows:list) -> str:
+    "Mean and SD over the seeds of each system; an ensemble row is one model, scored once"
     out = ['| system | seeds | liver Dice | tumour Dice | lesion recall | train s | epochs |', '|---|---:|---:|---:|---:|---:|---:|']
     for name in dict.fromkeys(r['system'] for r in rows):
         rs = [r for r in rows if r['system']==name]
-        f = lambda k: (f"{np.nanmean([r[k] for r in rs]):.3f} ± {np.nanstd([r[k] for r in rs], ddof=1) if len(rs)>1 else 0:.3f}"
-                       if not all(math.isnan(r[k]) for r in rs) else '-')
-        out.append(f"| {name} | {len(rs)} | {f('liver')} | {f('tumor')} | {f('recall')} | {np.mean([r['train'] for r in rs]):.0f} | "
+        def f(k):
+            v = [r[k] for r in rs]
+            if all(math.isnan(o) for o in v): return '-'
+            return f"{np.nanmean(v):.3f}" + (f" ± {np.nanstd(v, ddof=1):.3f}" if len(rs) > 1 else '')
+        n = rs[0].get('members', len(rs))
+        out.append(f"| {name} | {n} | {f('liver')} | {f('tumor')} | {f('recall')} | {np.mean([r['train'] for r in rs]):.0f} | "
                    f"{np.mean([float(r['epochs']) for r in rs]):.1f} |")
     return '\n'.join(out)
 
@@ -114,6 +133,7 @@ def main(argv=None):
     p.add_argument('--bare-encoder', default='resnet50')
     p.add_argument('--shape', default='128x128x32', help='phantom case size')
     p.add_argument('--cases', type=int, default=10, help='phantom cases')
+    p.add_argument('--ensemble', action='store_true', help="also score each system's seeds as one ensemble")
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--keep', default=None, help='folder to keep data, cache and runs in')
     a = p.parse_args(argv)
@@ -141,6 +161,7 @@ def main(argv=None):
                 rows.append(dict(system=name, seed=seed, **r))
                 print(f"{name:<14} seed {seed}  liver {r['liver']:.3f}  tumour {r['tumor']:.3f}  lesion recall {r['recall']:.2f}  "
                       f"train {r['train']:.0f} s  epochs {float(r['epochs']):.1f}", flush=True)
+        if a.ensemble: rows += ensemble_rows(rows, data, split[2])
         print('\n' + summary(rows))
         return 0
     finally:
