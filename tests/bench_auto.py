@@ -105,11 +105,11 @@ def dice_table(counts:list) -> dict:
     return res
 
 def score_model(model_file, data:Path, test:list, post=True) -> tuple:
-    "Dice table of a model file (or a list of them: an ensemble) on the test volumes (predicted in their stored geometry), and the seconds it took"
+    "Dice table of a model file on the test volumes (predicted in their stored geometry), and the seconds it took"
     import nibabel as nib
     from lits_fastai.inference import predict_volume
     from lits_fastai.learner import read_contract
-    target = read_contract(model_file[0] if isinstance(model_file, list) else model_file).get('target', 'multiclass')
+    target = read_contract(model_file).get('target', 'multiclass')
     t0, counts = time.perf_counter(), []
     for c in test:
         vol = next(data.glob(f'volume_pt*/volume-{c}.nii'))

@@ -60,19 +60,6 @@ def prepare(data:Path, tmp:Path) -> Path:
     if res.failed: raise SystemExit(f"cache failed: {res.failed}")
     return tmp/'cache'
 
-def lesion_recall(model_file, data:Path, test:list) -> float:
-    "Lesion recall over the test volumes (detected / true lesions, summed)"
-    import nibabel as nib
-    from lits_fastai.inference import predict_volume
-    from lits_fastai.evaluate import detect_lesions
-    det = n = 0
-    for c in test:
-        pred = np.asarray(predict_volume(model_file, next(data.glob(f'volume_pt*/volume-{c}.nii'))).dataobj)
-        gt = np.asarray(nib.load(str(data/'segmentations'/f'segmentation-{c}.nii')).dataobj)
-        r = detect_lesions(pred==2, gt==2)
-        det, n = det + r['n_detected'], n + r['n_gt_lesions']
-    return det/n if n else float('nan')
-
 def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
     "One system trained with one seed: dict of scores"
     tr, va, te = split
@@ -91,9 +78,22 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
     return dict(**score(mf, data, te), train=t, epochs=ep, model=mf)
 
 def score(model, data:Path, test:list) -> dict:
-    "Liver and tumour Dice and lesion recall of a model file, or of an ensemble (a list of model files), on `test`"
-    d, _ = B.score_model(model, data, test)
-    return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=lesion_recall(model, data, test))
+    """Liver and tumour Dice, and lesion recall summed over `test` (detected / true lesions), of a model file or an
+    ensemble (a list of model files), each test volume predicted once in its stored geometry"""
+    import nibabel as nib
+    from lits_fastai.inference import predict_volume
+    from lits_fastai.learner import read_contract
+    from lits_fastai.evaluate import detect_lesions
+    target = read_contract(model[0] if isinstance(model, list) else model).get('target', 'multiclass')
+    counts, det, n = [], 0, 0
+    for c in test:
+        pred = np.asarray(predict_volume(model, next(data.glob(f'volume_pt*/volume-{c}.nii'))).dataobj)
+        gt = np.asarray(nib.load(str(data/'segmentations'/f'segmentation-{c}.nii')).dataobj)
+        counts.append(B._counts(pred, gt, target))
+        r = detect_lesions(pred==2, gt==2)
+        det, n = det + r['n_detected'], n + r['n_gt_lesions']
+    d = B.dice_table(counts)
+    return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=det/n if n else float('nan'))
 
 def ensemble_rows(rows:list, data:Path, test:list) -> list:
     "One row per system trained with several seeds: its seeds' models averaged (`lits-predict` on an ensemble folder)"
