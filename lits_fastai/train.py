@@ -198,20 +198,21 @@ def choose_valid_postprocess(learn, # a trained `Learner`
 
 # %% ../nbs/24_train.ipynb #666d2343
 class EpochBudget(Callback):
-    "End training at the last epoch that fits before `deadline` at the pace of the last epoch; the schedule still ends"
+    "Fit the epochs to `deadline` at the pace of recent epochs (up to the planned number); the schedule still ends"
     order = 100                                            # after an epoch's loggers and checkpoints
     def __init__(self, deadline:float, # `time.monotonic()` by which training should be done
-                 say:bool=True): # print each correction
-        self.deadline,self.say = deadline,say
-    def before_fit(self): self.planned = self.n0 = self.n_epoch
+                 say:bool=True, # print each correction
+                 window:int=3): # the pace is the median of this many latest epochs: one slow epoch does not set it
+        self.deadline,self.say,self.window = deadline,say,window
+    def before_fit(self): self.planned,self.n0,self.times = self.n_epoch,self.n_epoch,[]
     def before_epoch(self): self.t_epoch = time.monotonic()
     def after_epoch(self):
-        t = time.monotonic() - self.t_epoch
-        n = min(self.planned, self.epoch + 1 + max(0, int((self.deadline - time.monotonic()) // t)))
-        if n < self.planned:
-            if self.say: print(f"budget: epoch {self.epoch+1} took {t:.1f} s, so {n} epochs, not {self.planned}",
-                               flush=True)
-            self.learn.pct_train = (self.epoch + 1)/n   # the schedule's remaining steps spread over fewer epochs
+        self.times.append(time.monotonic() - self.t_epoch)
+        t = float(np.median(self.times[-self.window:]))
+        n = min(self.n0, self.epoch + 1 + max(0, int((self.deadline - time.monotonic()) // t)))
+        if n != self.planned:
+            if self.say: print(f"budget: epochs take {t:.1f} s, so {n} epochs, not {self.planned}", flush=True)
+            self.learn.pct_train = (self.epoch + 1)/n   # the schedule's remaining steps spread over the epochs left
             self.learn.n_epoch = self.planned = n
             if getattr(self.learn, 'recipe', None) is not None: self.learn.recipe = replace(self.learn.recipe, epochs=n)
         if self.planned < self.n0 and self.epoch + 1 >= self.planned: raise CancelFitException()
