@@ -230,9 +230,6 @@ def _run_cache(data, cache, progress) -> Path:
 def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, main) -> tuple:
     "(recipe, plan or None, split) of a run: `auto` planned on the split's training cases, or the named recipe scaled"
     recipe_kw,recipe = (recipe,None) if isinstance(recipe, dict) else (None,recipe)   # a dict changes the default
-    bad = sorted(set(recipe_kw or {}) - set(Recipe.__dataclass_fields__))
-    if bad: raise TypeError(f"unknown recipe field{'s'*(len(bad)>1)} {', '.join(bad)}: a dict recipe takes `Recipe`'s "
-                            f"fields ({', '.join(Recipe.__dataclass_fields__)})")
     if 'auto' in (arch, recipe, getattr(recipe, 'name', None)):
         return _auto_recipe(cache, out, sp, scale_kw, budget, recipe_kw, main)
     base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
@@ -282,8 +279,11 @@ def _finish(learn, dls, cache, out:Path, plan, main:bool) -> Path:
 
 _SCALE = ('epochs', 'size', 'bs')   # the recipe's scale: `recipes.scale` sizes 3D recipes by their aspect
 
-def _train_kwargs(split, kw:dict) -> tuple:
-    "(scale, model arguments, `Split`) from `train`'s keyword arguments; a name that is none of them is a `TypeError`"
+def _train_kwargs(split, recipe, kw:dict) -> tuple:
+    "(scale, model arguments, `Split`) from `train`'s arguments; a name none of them takes is a `TypeError`"
+    bad = sorted(set(recipe) - set(Recipe.__dataclass_fields__)) if isinstance(recipe, dict) else []
+    if bad: raise TypeError(f"unknown recipe field{'s'*(len(bad)>1)} {', '.join(bad)}: a dict recipe takes `Recipe`'s "
+                            f"fields ({', '.join(Recipe.__dataclass_fields__)})")
     bad = sorted(set(kw) - {*_SCALE, 'model_kwargs', *Split.__dataclass_fields__})
     if bad: raise TypeError(f"train() got unexpected argument{'s'*(len(bad)>1)} {', '.join(bad)}: it takes the scale "
                             f"({', '.join(_SCALE)}), model_kwargs and the split's fields "
@@ -306,7 +306,7 @@ def train(data, # raw LiTS-style folder or prepared cache
          ):
     "Train `arch` (or `'auto'`, planned from the data) with its recipe on a patient-level split of `data`"
     t0 = time.monotonic()
-    scale_kw,model_kwargs,sp = _train_kwargs(split, kw)
+    scale_kw,model_kwargs,sp = _train_kwargs(split, recipe, kw)   # before any work: a misspelt name costs nothing
     dist,cache = is_distributed(),_run_cache(data, cache, progress)
     main = rank_distrib()==0
     budget = parse_budget(budget)
