@@ -239,7 +239,7 @@ def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, main)
 HEADROOM = 1.5   # a few timed steps misjudge an epoch: plan this much more, which the epochs' own pace then cuts
 
 def _fit_budget(learn, r:Recipe, budget:float, deadline:float, say:bool, dist:bool) -> tuple:
-    "(`r` with `HEADROOM` times the epochs `time_epoch` fits before `deadline`, an `EpochBudget` to cut them)"
+    "(`r` with `HEADROOM` times the epochs `time_epoch` fits before `deadline`, an `EpochBudget` to fit them to it)"
     left, t = deadline - time.monotonic(), time_epoch(learn)
     n = max(1, int(left // t) if dist else int(HEADROOM*left // t))
     learn.recipe = r = replace(r, epochs=n)
