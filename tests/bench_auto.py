@@ -104,18 +104,24 @@ def dice_table(counts:list) -> dict:
         res[cls] = (float(np.mean(per)), 1. if P+G==0 else 2*I/(P+G))
     return res
 
-def score_model(model_file, data:Path, test:list, post=True) -> tuple:
-    "Dice table of a model file on the test volumes (predicted in their stored geometry), and the seconds it took"
+def predictions(model, data:Path, test:list, post=True):
+    "(prediction, ground truth) label arrays of each test volume, predicted once in its stored geometry by a model file or an ensemble (a list)"
     import nibabel as nib
     from lits_fastai.inference import predict_volume
-    from lits_fastai.learner import read_contract
-    target = read_contract(model_file).get('target', 'multiclass')
-    t0, counts = time.perf_counter(), []
     for c in test:
         vol = next(data.glob(f'volume_pt*/volume-{c}.nii'))
-        pred = np.asarray(predict_volume(model_file, vol, post=post).dataobj)
-        gt = np.asarray(nib.load(str(data/'segmentations'/f'segmentation-{c}.nii')).dataobj)
-        counts.append(_counts(pred, gt, target))
+        yield (np.asarray(predict_volume(model, vol, post=post).dataobj),
+               np.asarray(nib.load(str(data/'segmentations'/f'segmentation-{c}.nii')).dataobj))
+
+def model_target(model) -> str:
+    "The target of a model file, or of an ensemble's first member"
+    from lits_fastai.learner import read_contract
+    return read_contract(model[0] if isinstance(model, list) else model).get('target', 'multiclass')
+
+def score_model(model_file, data:Path, test:list, post=True) -> tuple:
+    "Dice table of a model file on the test volumes (predicted in their stored geometry), and the seconds it took"
+    target, t0 = model_target(model_file), time.perf_counter()
+    counts = [_counts(pred, gt, target) for pred, gt in predictions(model_file, data, test, post)]
     return dice_table(counts), time.perf_counter()-t0
 
 # ---------------------------------------------------------------- training through the package

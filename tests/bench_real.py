@@ -80,15 +80,9 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
 def score(model, data:Path, test:list) -> dict:
     """Liver and tumour Dice, and lesion recall summed over `test` (detected / true lesions), of a model file or an
     ensemble (a list of model files), each test volume predicted once in its stored geometry"""
-    import nibabel as nib
-    from lits_fastai.inference import predict_volume
-    from lits_fastai.learner import read_contract
     from lits_fastai.evaluate import detect_lesions
-    target = read_contract(model[0] if isinstance(model, list) else model).get('target', 'multiclass')
-    counts, det, n = [], 0, 0
-    for c in test:
-        pred = np.asarray(predict_volume(model, next(data.glob(f'volume_pt*/volume-{c}.nii'))).dataobj)
-        gt = np.asarray(nib.load(str(data/'segmentations'/f'segmentation-{c}.nii')).dataobj)
+    target, counts, det, n = B.model_target(model), [], 0, 0
+    for pred, gt in B.predictions(model, data, test):
         counts.append(B._counts(pred, gt, target))
         r = detect_lesions(pred==2, gt==2)
         det, n = det + r['n_detected'], n + r['n_gt_lesions']
