@@ -264,6 +264,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                cache:str=None, # where to cache a raw DATA folder
                log:str=None, # experiment tracking: tensorboard, wandb, mlflow (comma-separated), in the run folder
                budget:str=None, # time budget, e.g. 2h or 90m: the epochs a measured epoch allows (--epochs wins)
+               tumour_stage:bool=False, # with --arch auto: a second stage segmenting in the located liver's box
               ):
     "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
     from lits_fastai.split import Split
@@ -274,6 +275,9 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
     with cli_errors('lits-train: --budget', catch=ValueError): budget = parse_budget(budget)
     if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
     if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
+    if tumour_stage and (arch!='auto' or folds):
+        sys.exit('lits-train: --tumour-stage is a choice of --arch auto, for one run (not --folds)')
+    if tumour_stage: recipe = {**(recipe if isinstance(recipe, dict) else {}), 'tumour_stage': True}
     if folds:                                   # cross-validation of this one system: lits-compare's machinery
         lits_compare_main(data, archs=arch, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds,
                           fold=fold, out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre,

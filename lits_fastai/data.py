@@ -8,7 +8,7 @@ import os, math, warnings, inspect
 import random
 from dataclasses import dataclass, fields, replace, is_dataclass
 from pathlib import Path
-from .core import LitsError, CODES, COLORS   # first: it quiets a torch warning fastai's import raises
+from .core import LitsError, CODES, COLORS, bbox, slabs   # first: it quiets a torch warning fastai's import raises
 import numpy as np
 import pandas as pd
 import torch
@@ -34,7 +34,7 @@ from .split import split_cases, split_kwargs, Split
 # %% auto #0
 __all__ = ['MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'context_index', 'as_hw', 'resize_chw', 'slice_input',
            'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'AlbumentationsTransform', 'LitsTypes',
-           'slice_augs', 'fit_hist_bins', 'fit_intensity', 'Prep', 'SlicePrep', 'SliceRef', 'plane_shape',
+           'slice_augs', 'fit_hist_bins', 'fit_intensity', 'Prep', 'SlicePrep', 'liver_box', 'SliceRef', 'plane_shape',
            'SliceGetter', 'MaskGetter', 'PlanCrop', 'segmentation_datablock', 'slice_datablock', 'slice_dls',
            'block_dataloaders', 'case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table',
            'patient_split', 'case_splitter', 'resolve_split', 'without_cases', 'limit_cases', 'split_cases',
@@ -276,6 +276,7 @@ class SlicePrep(Prep):
     fg_share:float=1/3 # share of tumour slices ('oversample') and of patches centred near foreground
     aug:str|None='fastai' # 'fastai', 'hybrid', 'auto' or None
     aug_kwargs:dict|None=None # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
+    box:float|None=None # crop slices to their case's liver box grown by this many mm (a tumour stage); None: whole
 
 # %% ../nbs/05_data.ipynb #763d2ed8
 class _CaseArrays:
@@ -284,10 +285,30 @@ class _CaseArrays:
         self.cache,self._open = Path(cache),{}
         m = load_manifest(cache).drop_duplicates('case')
         self.spacings = {c: (float(sy), float(sx)) for c,sy,sx in zip(m['case'], m['spacing_y'], m['spacing_x'])}
+        self._boxes = {}
     def __getitem__(self, case):
         if case not in self._open: self._open[case] = open_case(self.cache, case)
         return self._open[case]
+    def view(self, case, margin:float|None=None) -> tuple:
+        "(image, label) stacks of `case`: whole, or cropped in plane to its liver's box grown by `margin` mm"
+        img,lab = self[case]
+        if margin is None: return img,lab
+        if (case, margin) not in self._boxes: self._boxes[case, margin] = liver_box(lab, margin, self.spacings[case])
+        b = self._boxes[case, margin]
+        return (img,lab) if b is None else (img[:, b[0], b[1]], lab[:, b[0], b[1]])
     def __getstate__(self): return {**self.__dict__, '_open': {}}
+
+def liver_box(label, # (Z,H,W) label stack (0 background, 1 liver, 2 tumour) or liver mask
+              margin:float, # mm added on every side, in plane
+              spacing, # pixel spacing (row, column) in mm
+             )->tuple|None: # (rows, columns) slices, or None without liver
+    "The in-plane box of the liver in any slice of `label`, grown by `margin` mm and clipped to the slice"
+    fg = np.zeros(label.shape[1:], bool)
+    for s in slabs(label): fg |= (np.asarray(label[s])>0).any(0)
+    b = bbox(fg)
+    if b is None: return None
+    return tuple(slice(max(0, s.start - math.ceil(margin/float(p))), min(n, s.stop + math.ceil(margin/float(p))))
+                 for s,p,n in zip(b, spacing, fg.shape))
 
 class SliceRef:
     "Slice `z` of case `case` in a cache: the items of the slice DataBlock"
@@ -305,26 +326,28 @@ def plane_shape(hw, # (H, W) of a slice
     "The in-plane size of a slice of shape `hw` and pixel spacing `spacing` resampled to `target` mm"
     return tuple(max(1, int(round(n*float(s)/target))) for n,s in zip(hw, spacing))
 
-def _out_size(arrays, case, size, spacing):
-    "The size a getter resizes a slice of `case` to: its size at `spacing` mm if given, else `size`"
-    return size if spacing is None else plane_shape(arrays[case][1].shape[1:], arrays.spacings[case], spacing)
+def _out_size(hw, pixel, size, spacing):
+    "The size a getter gives a slice of shape `hw` and spacing `pixel`: its size at `spacing` mm if given, else `size`"
+    return size if spacing is None else plane_shape(hw, pixel, spacing)
 
 class SliceGetter(Transform):
-    "`SliceRef` -> `TensorSlice` network input read from the cache, resized to `size` or resampled to `spacing` mm"
-    def __init__(self, arrays, intensity, context=1, size=None, spacing=None):
+    "`SliceRef` -> `TensorSlice` network input read from the cache (in its liver box if `box`), at `size` or `spacing`"
+    def __init__(self, arrays, intensity, context=1, size=None, spacing=None, box=None):
         super().__init__(); store_attr(); self.tfm = intensity_from_config(intensity)
         self.show_chan = (context//2) * self.tfm.n_channels
     def encodes(self, o):
-        x = slice_input(self.arrays[o.case][0], o.z, self.tfm, self.context,
-                        _out_size(self.arrays, o.case, self.size, self.spacing))
+        img,lab = self.arrays.view(o.case, self.box)
+        x = slice_input(img, o.z, self.tfm, self.context,
+                        _out_size(lab.shape[1:], self.arrays.spacings[o.case], self.size, self.spacing))
         return TensorSlice(torch.from_numpy(x), show_chan=self.show_chan)
 
 class MaskGetter(Transform):
-    "`SliceRef` -> `TensorLitsMask` label map read from the cache, resized to `size` or resampled to `spacing` mm"
-    def __init__(self, arrays, size=None, spacing=None): super().__init__(); store_attr()
+    "`SliceRef` -> `TensorLitsMask` label map read from the cache (in its liver box if `box`), at `size` or `spacing`"
+    def __init__(self, arrays, size=None, spacing=None, box=None): super().__init__(); store_attr()
     def encodes(self, o):
-        m = resize_chw(np.asarray(self.arrays[o.case][1][o.z]), _out_size(self.arrays, o.case, self.size, self.spacing),
-                       nearest=True)
+        lab = self.arrays.view(o.case, self.box)[1]
+        m = resize_chw(np.asarray(lab[o.z]), _out_size(lab.shape[1:], self.arrays.spacings[o.case], self.size,
+                                                       self.spacing), nearest=True)
         return TensorLitsMask(torch.from_numpy(m.astype(np.int64)))
 
 def _crop_pad(x:torch.Tensor, y0:int, x0:int, h:int, w:int, value) -> torch.Tensor:
@@ -405,15 +428,17 @@ def slice_datablock(cache, # a prepared slice cache
     train_cases,valid_cases = resolve_split(man['case'].unique(), valid_cases, train_cases, slice_split)
     cfg = fit_intensity(p.intensity, cache, train_cases)     # histogram bins or CT normalisation: the training cases'
     slices = select_slices(man, sorted(set(train_cases) | set(valid_cases), key=case_key), p.select)
+    if p.box is not None:           # a box is the liver's: slices without liver have none
+        slices = slices[(slices['liver_px'] + slices['tumor_px']) > 0].reset_index(drop=True)
     arrays,sz = _CaseArrays(cache),as_hw(p.size)
     ak = {**(_auto_range(cfg) if p.aug=='auto' else {}), **(p.aug_kwargs or {})}
     pre = [PlanCrop(sz, p.fg_share)] if p.spacing is not None else []
-    dblock = segmentation_datablock(slices, SliceGetter(arrays, cfg, p.context, sz, p.spacing),
-                                    MaskGetter(arrays, sz, p.spacing), valid_cases, p.select, p.aug, ak, slice_split,
-                                    valid_pct, seed, pre_tfms=pre, fg_share=p.fg_share)
+    dblock = segmentation_datablock(slices, SliceGetter(arrays, cfg, p.context, sz, p.spacing, p.box),
+                                    MaskGetter(arrays, sz, p.spacing, p.box), valid_cases, p.select, p.aug, ak,
+                                    slice_split, valid_pct, seed, pre_tfms=pre, fg_share=p.fg_share)
     dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg, size=p.size, context=p.context,
-                       spacing=p.spacing, n_channels=p.context*intensity_from_config(cfg).n_channels, select=p.select,
-                       aug=p.aug, slice_split=slice_split, source=str(cache))
+                       spacing=p.spacing, box=p.box, n_channels=p.context*intensity_from_config(cfg).n_channels,
+                       select=p.select, aug=p.aug, slice_split=slice_split, source=str(cache))
     return dblock
 
 def _auto_range(cfg) -> dict:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from .core import LitsError, BadInputError, atomic_path, error_line
 from .modelfile import ONNX_INSTALL, _need, input_shape, OnnxModel, read_onnx_contract, load_onnx
-from .modelfile import check_contract
+from .modelfile import check_contract, Cascade
 from .inference import as_model, Ensemble
 
 # %% auto #0
@@ -47,6 +47,8 @@ def export_onnx(model, # model file, run folder, fastai `Learner`, or `(nn.Modul
     onnx = _need('onnx')
     m,c = as_model(model, device='cpu')
     if isinstance(m, Ensemble): raise LitsError('an ensemble exports one member at a time: export each model file')
+    if isinstance(m, Cascade): raise LitsError("a cascade's second stage needs its first stage's box: ONNX files hold "
+                                               "one model, so it stays a safetensors model file")
     check_contract(c, fn)
     m = copy.deepcopy(m).float().eval()
     x = torch.randn(input_shape(c, 2), generator=torch.Generator().manual_seed(0))

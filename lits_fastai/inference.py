@@ -28,16 +28,16 @@ from .transforms import intensity_from_config
 from .discover import scan_cases
 from .dicom import Series, find_series, read_series, write_seg
 from .plots import show_overlay, save_figure
-from .data import slice_input, context_index, resize_chw, as_hw, plane_shape
-from .modelfile import load_model_file, model_contract, read_contract
+from .data import slice_input, context_index, resize_chw, as_hw, plane_shape, liver_box
+from .modelfile import load_model_file, model_contract, read_contract, Cascade
 from .postprocess import NO_POST, DEFAULT_POST, post_config, apply_postprocess, postprocess, drop_small
 
 # %% auto #0
 __all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'SUMMARY_COLS', 'as_model', 'check_members', 'Ensemble', 'ensemble_files',
            'load_ensemble', 'write_ensemble', 'autocast_for', 'SliceProbs', 'entropy_map', 'predict_slices',
-           'gaussian_weight', 'sliding_window', 'volume_probs', 'predict_volume3d', 'predict_volume', 'overlay_png',
-           'mask_name', 'Scan', 'find_scans', 'longest_diameter', 'scan_stats', 'Predicted', 'predict_files',
-           'read_contract_safe']
+           'located_box', 'CascadeProbs', 'gaussian_weight', 'sliding_window', 'volume_probs', 'predict_volume3d',
+           'predict_volume', 'overlay_png', 'mask_name', 'Scan', 'find_scans', 'longest_diameter', 'scan_stats',
+           'Predicted', 'predict_files', 'read_contract_safe']
 
 # %% ../nbs/30_inference.ipynb #0ffe1689
 def as_model(model, # model file, run folder, ensemble, `Learner` or `(module, contract)`
@@ -213,9 +213,10 @@ class SliceProbs:
                 ):
         self.members,self.tta,self.hw = _members(model, contract),tta,tuple(stack.shape[1:])
         ctx = int(contract.get('context', 1) or 1)
-        self.sizes = [self._member_size(c, spacing) for _,c in self.members]
-        self.inputs = [_SliceInput(stack, c['intensity'], ctx, s) for (_,c),s in zip(self.members,
-                self.sizes)]   # each member's own statistics
+        self.sizes = [None if isinstance(m, Cascade) else self._member_size(c, spacing) for m,c in self.members]
+        self.inputs = [CascadeProbs(m, stack, tta, spacing) if isinstance(m, Cascade) else
+                       _SliceInput(stack, c['intensity'], ctx, s)              # each member's own statistics
+                       for (m,c),s in zip(self.members, self.sizes)]
         self.binary = len(contract['classes'])==2
         self.device = next(model.parameters()).device
         self.cl = self.device.type=='cuda' if channels_last is None else channels_last
@@ -237,15 +238,18 @@ class SliceProbs:
         p = None
         with torch.inference_mode(), autocast_for(self.device):
             for (m,c),inp,size in zip(self.members, self.inputs, self.sizes):
-                x = torch.from_numpy(inp(zs)).to(self.device, next(m.parameters()).dtype)
-                if c.get('spacing'):
-                    x = _pad_to(x, 32)                  # a whole slice at the model's spacing: any multiple of 32
-                if self.cl: x = x.contiguous(memory_format=torch.channels_last)
-                q = _tta_probs(m, x, self.binary, self.tta).float()[..., :size[0], :size[1]]
-                if tuple(size)!=self.hw: q = F.interpolate(q, size=self.hw, mode='bilinear', align_corners=False)
+                q = inp(zs) if isinstance(m, Cascade) else self._member_probs(m, c, inp(zs), size)
                 p = q if p is None else p.add_(q)
             if len(self.members)>1: p /= len(self.members)
         return p
+
+    def _member_probs(self, m, c:dict, x:np.ndarray, size) -> torch.Tensor:
+        "Class probabilities of member `m` (contract `c`) for its input `x` at size `size`, at the stack's size"
+        x = torch.from_numpy(x).to(self.device, next(m.parameters()).dtype)
+        if c.get('spacing'): x = _pad_to(x, 32)        # a whole slice at the model's spacing: any multiple of 32
+        if self.cl: x = x.contiguous(memory_format=torch.channels_last)
+        q = _tta_probs(m, x, self.binary, self.tta).float()[..., :size[0], :size[1]]
+        return q if tuple(size)==self.hw else F.interpolate(q, size=self.hw, mode='bilinear', align_corners=False)
 
 def _pad_to(x:torch.Tensor, m:int) -> torch.Tensor:
     "`x` (B,C,H,W) padded bottom and right to multiples of `m` with each item's lowest value (air, as in training)"
@@ -286,6 +290,45 @@ def predict_slices(model, contract:dict, stack:np.ndarray, # (Z,H,W) slice stack
         out[s:s+len(zs)] = lab.cpu().numpy()
         for o,q in zip(maps, _maps(p, sp.binary, probs, uncertainty)): o[s:s+len(zs)] = q
     return (out, *maps) if maps else out
+
+# %% ../nbs/30_inference.ipynb #54d96c73
+def located_box(lab:np.ndarray, # (Z,H,W) labels of a locator: non-zero is liver
+                margin:float, # mm added on every side in plane
+                spacing, # pixel spacing (row, column) in mm
+                z_margin:int=1, # slices added above and below
+               )->tuple|None: # (slices, rows, columns) slices, or None without liver
+    "The box of the largest connected liver of `lab`, grown by `margin` mm in plane and `z_margin` slices"
+    cc,n = label_components(lab>0)
+    if not n: return None
+    keep = cc==int(np.argmax(component_sizes(cc, n)[1:]) + 1)
+    zs = bbox(keep.any((1, 2)))[0]
+    ys,xs = liver_box(keep, margin, spacing)
+    return slice(max(0, zs.start - z_margin), min(len(lab), zs.stop + z_margin)), ys, xs
+
+class CascadeProbs:
+    "Class probabilities of slices of a stack by a `Cascade`: its locator's liver box, then its model inside it"
+    def __init__(self, cascade:Cascade, # the two stages
+                 stack:np.ndarray, # (Z,H,W) slice stack in HU
+                 tta:bool=False, # average over flips
+                 spacing=None, # the stack's pixel spacing (row, column) in mm
+                 bs:int=16, # slices per batch of the locator
+                ):
+        c = cascade.contract
+        if spacing is None: raise LitsError("a cascade's box is in mm: predict_slices needs the stack's `spacing`")
+        lab = predict_slices(cascade.locator, cascade.locator_contract, stack, bs, tta, pbar=False, spacing=spacing)
+        self.box = located_box(lab, c['box'], spacing)
+        self.n = 1 if len(c['classes'])==2 else len(c['classes'])
+        self.shape,self.device = stack.shape,next(cascade.parameters()).device
+        self.inner = None if self.box is None else SliceProbs(cascade.model, cascade._contract,
+                                                               stack[:, self.box[1], self.box[2]], tta, spacing=spacing)
+    def __call__(self, zs)->torch.Tensor: # float32 `(len(zs), n, H, W)`, background outside the box
+        "Class probabilities of slices `zs` at the stack's size: the second model's in the box, background elsewhere"
+        p = torch.zeros((len(zs), self.n, *self.shape[1:]), device=self.device)
+        if self.n>1: p[:, 0] = 1
+        if self.box is None: return p
+        inside = [i for i,z in enumerate(zs) if self.box[0].start <= z < self.box[0].stop]
+        if inside: p[inside, :, self.box[1], self.box[2]] = self.inner([zs[i] for i in inside]).to(p)
+        return p
 
 # %% ../nbs/30_inference.ipynb #69a6bf09
 def gaussian_weight(patch, sigma_scale=0.125) -> torch.Tensor:

@@ -19,7 +19,7 @@ from .models import build_model, MODELS, MODEL_INFO
 from .transforms import intensity_from_config
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'ONNX_INSTALL', 'n_classes', 'data_attrs', 'n_inputs', 'model_contract', 'save_model_file',
+__all__ = ['MODEL_FORMAT', 'ONNX_INSTALL', 'n_classes', 'data_attrs', 'n_inputs', 'Cascade', 'model_contract', 'save_model_file',
            'check_contract', 'read_contract', 'check_weights', 'load_model_file', 'input_shape', 'OnnxModel',
            'read_onnx_contract', 'load_onnx']
 
@@ -28,7 +28,7 @@ def n_classes(r:Recipe)->int:
     "Output channels of the model: 3 for softmax over background/liver/tumour, 1 for a binary task"
     return 3 if r.target=='multiclass' else 1
 
-_DATA_ATTRS = ('intensity', 'size', 'context', 'spacing', 'plan', 'train_cases', 'valid_cases',
+_DATA_ATTRS = ('intensity', 'size', 'context', 'spacing', 'box', 'plan', 'train_cases', 'valid_cases',
                'test_cases')   # what the DataLoaders tell inference
 def data_attrs(dls) -> dict:
     "The `_DATA_ATTRS` that the factories (`slice_dls`, `png_dls`, `volume_dls`) set on `dls` itself"
@@ -39,6 +39,25 @@ def n_inputs(dls) -> int:
     n = getattr(dls, 'n_channels', None)
     if n: return int(n)
     return int(dls.one_batch()[0].shape[1])
+
+# %% ../nbs/23a_modelfile.ipynb #80dac915
+class Cascade(nn.Module):
+    "A liver locator, then a model segmenting in the located liver's box at its own pixel: one module, one model file"
+    def __init__(self, locator:nn.Module, # the first stage: a slice model whose foreground is the liver
+                 locator_contract:dict, # its contract
+                 model:nn.Module, # the second stage: a slice model trained in the liver's box
+                 contract:dict, # its contract, with the box's margin `box` (mm)
+                ):
+        super().__init__()
+        if contract.get('box') is None: raise LitsError("a cascade's second model needs a 'box' in its contract")
+        self.locator,self.model = locator,model
+        self.locator_contract = {k: v for k,v in locator_contract.items() if k!='locator'}
+        self._contract = {k: v for k,v in contract.items() if k!='locator'}
+    @property
+    def contract(self) -> dict:
+        "The second model's contract with the locator's under 'locator': what the model file stores"
+        return {**self._contract, 'locator': self.locator_contract}
+    def forward(self, x): raise LitsError('a Cascade locates the liver in a whole scan first: use predict_volume')
 
 # %% ../nbs/23a_modelfile.ipynb #07c332a6
 MODEL_FORMAT = 'lits_fastai.model/1'
@@ -56,6 +75,7 @@ def model_contract(learn:Learner) -> dict:
          'context': d.get('context', r.context),
          'spacing': d.get('spacing', getattr(r, 'spacing', None)), # pixel spacing (mm) slices are resampled to; None:
                                                                    # whole slices resized to `size`
+         **({'box': d.get('box', r.box)} if d.get('box', r.box) is not None else {}), # a tumour stage's box margin
          'train_cases': [str(o) for o in d.get('train_cases', [])],
          'valid_cases': [str(o) for o in d.get('valid_cases', [])],
          'test_cases': [str(o) for o in d.get('test_cases', [])], # held out of training, validation and intensity
@@ -65,13 +85,15 @@ def model_contract(learn:Learner) -> dict:
          **({'postprocess': learn.postprocess} if getattr(learn, 'postprocess', None) is not None else {})}
     return json.loads(json.dumps(c, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
 
-def save_model_file(learn:Learner, fn, contract:dict|None=None) -> Path:
+def save_model_file(learn:Learner, # a trained learner, or a `Cascade` (which carries its contract)
+                    fn, contract:dict|None=None) -> Path:
     "Write `learn`'s weights and its contract to the single safetensors file `fn`, atomically"
     from safetensors.torch import save_model
-    contract = contract or model_contract(learn)
+    model,contract = (learn, learn.contract) if isinstance(learn, Cascade) else (learn.model,
+                                                                                 contract or model_contract(learn))
     fn = Path(fn)
     with atomic_path(fn) as tmp:
-        save_model(_cpu_float(learn.model), str(tmp), metadata={'lits_fastai': json.dumps(contract)})
+        save_model(_cpu_float(model), str(tmp), metadata={'lits_fastai': json.dumps(contract)})
     return fn
 
 def _cpu_float(model):
@@ -135,6 +157,9 @@ def _check_data(c:dict, bad):
     if ctx is not None and not (_is_int(ctx) and 1<=ctx<=64): bad("'context' must be an integer from 1 to 64")
     for k in ('mode', 'target'):
         if c.get(k) is not None and not isinstance(c[k], str): bad(f"{k!r} must be a string")
+    b = c.get('box')
+    if b is not None and not (isinstance(b, (int, float)) and not isinstance(b, bool) and 0<=b<=500):
+        bad("'box' must be a margin in mm from 0 to 500")
     if not isinstance(c['intensity'], dict): bad("'intensity' must be a JSON object")
     try: intensity_from_config(c['intensity'])
     except Exception as e: bad(f"'intensity' ({error_line(e)[:160]})")
@@ -151,6 +176,12 @@ def check_contract(c, # a contract read from a model file
         if k not in c: bad(f"{k!r} missing")
     _check_model(c, bad)
     _check_data(c, bad)
+    lc = c.get('locator')
+    if lc is not None:
+        if not isinstance(lc, dict) or 'locator' in lc: bad("'locator' must be the contract of one model")
+        check_contract(lc, fn)
+        if c.get('box') is None or c['dims']!=2 or lc['dims']!=2:
+            bad("a cascade is a slice model locating the liver and a slice model with a 'box' segmenting in it")
     return c
 
 def read_contract(fn) -> dict:
@@ -206,6 +237,11 @@ def _budget(fn, n:int):
 def _model_kwargs(c:dict) -> dict: return {k:v for k,v in c['model_kwargs'].items() if k not in ('pretrained',
         'weights')}
 
+def _build(c:dict) -> nn.Module:
+    "The untrained module of a checked contract: its model, or the `Cascade` of its locator's model and its own"
+    m = build_model(c['arch'], **_model_kwargs(c), pretrained=False)
+    return Cascade(_build(c['locator']), c['locator'], m, c) if c.get('locator') else m
+
 def check_weights(c:dict, # a checked contract (`check_contract`)
                   shapes:dict, # {tensor name: shape} of the file's header
                   fn=None, # the file, for the message
@@ -214,7 +250,7 @@ def check_weights(c:dict, # a checked contract (`check_contract`)
     try:
         with _budget(fn, 2*len(shapes)+64), _MetaBuild(), warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            m = build_model(c['arch'], **_model_kwargs(c), pretrained=False)
+            m = _build(c)
     except BadInputError: raise
     except Exception as e:
         raise BadInputError(fn, f"the model arguments do not build {c['arch']} ({error_line(e)})") from None
@@ -255,7 +291,7 @@ def load_model_file(fn, # a model file written by `save_model_file` / `lits-trai
     check_weights(c, shapes, fn)                             # before any memory is allocated
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        model = build_model(c['arch'], **_model_kwargs(c), pretrained=False)
+        model = _build(c)
     try: load_model(model, str(fn), strict=True, device=str(device))
     except Exception as e: raise BadInputError(fn, f"weights do not load ({error_line(e)})") from None
     return model.to(device).eval(), c

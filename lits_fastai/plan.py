@@ -16,8 +16,8 @@ from .transforms import CTNorm
 from .recipes import Recipe, get_recipe
 
 # %% auto #0
-__all__ = ['PLAN_FORMAT', 'MAX_SIDE', 'EPOCHS', 'ENCODERS', 'MIN_EPOCHS', 'fingerprint_summary', 'probe_batch_size', 'step_time',
-           'choose_encoder', 'make_plan', 'show_plan', 'plan_recipe', 'parse_budget']
+__all__ = ['PLAN_FORMAT', 'MAX_SIDE', 'EPOCHS', 'ENCODERS', 'MIN_EPOCHS', 'BOX_MARGIN', 'TUMOUR_SHARE', 'fingerprint_summary',
+           'probe_batch_size', 'step_time', 'choose_encoder', 'make_plan', 'show_plan', 'plan_recipe', 'parse_budget']
 
 # %% ../nbs/26_plan.ipynb #2d8ba250
 def _spread(v) -> dict:
@@ -152,12 +152,28 @@ def _plan_network(ch:dict, choose, n_slices:int, dev:str, device, budget) -> Non
     choose('epochs', EPOCHS if budget is None else None, f"{EPOCHS} without a time budget" if budget is None else
            f"fitted by `train` to the budget of {budget:.0f} s from a measured epoch")
 
+BOX_MARGIN = 10.     # mm around the located liver in which a tumour stage segments
+TUMOUR_SHARE = 0.5   # the share of a time budget the tumour stage trains in
+
+def _plan_tumour_stage(fs:dict, cache, target:float, cap:int, force:bool|None) -> tuple:
+    "(the tumour stage's {spacing, size, box} or None, reason): a second stage at the finest pixel, if asked for"
+    held = stored_spacing(cache)
+    fine = round(max(fs['in-plane spacing (mm)']['median'], float(np.ceil(held*1000)/1000) if held else 0), 3)
+    if force: return {'spacing': fine, 'size': cap, 'box': BOX_MARGIN}, (
+        f"asked for (`tumour_stage`): liver located at {target:.3g} mm, then liver and tumours in its box "
+        f"(+{BOX_MARGIN:g} mm) at {fine:.3g} mm in {cap}-px patches, in {TUMOUR_SHARE:.0%} of a time budget")
+    if force is not None or target < 1.5*fine: return None, f"one stage at {target:.3g} mm" + (
+        " (`tumour_stage` False)" if force is not None else f", within 1.5x of the finest pixel ({fine:.3g} mm)")
+    return None, (f"one stage at {target:.3g} mm, {target/fine:.1f}x the finest pixel ({fine:.3g} mm): a tumour "
+                  f"stage (`tumour_stage`) did not pay at equal time (real slabs: lower, phantom: within the spread)")
+
 def make_plan(cache, # a prepared cache
               train_cases, # the training cases: the only ones whose statistics the plan uses
               device=None, # the device that will train (default: CUDA if available, else the CPU)
               size:int|None=None, # the largest patch side (default: `MAX_SIDE` of the device)
               budget:float|None=None, # training time budget in seconds (the encoder is then measured, the epochs fitted
                                       # by `train`)
+              tumour_stage:bool|None=None, # True/False: a second, tumour stage or not (None: the plan decides)
              )->dict:
     "The `auto` recipe's configuration for `cache`, from the fingerprint of `train_cases` and the machine, with reasons"
     train_cases = sorted(map(str, train_cases))
@@ -177,8 +193,10 @@ def make_plan(cache, # a prepared cache
     choose('intensity', norm.config,
            f"clip to the training foreground's 0.5/99.5 percentiles ({norm.lo:.0f}, {norm.hi:.0f} HU), "
            f"z-score with its mean {norm.mean:.0f} HU and std {norm.std:.0f} HU")
+    choose('tumour_stage', *_plan_tumour_stage(fs, cache, target, cap, tumour_stage))
     man = load_manifest(cache)
-    _plan_network(ch, choose, int(man['case'].isin(set(train_cases)).sum()), dev, device, budget)
+    _plan_network(ch, choose, int(man['case'].isin(set(train_cases)).sum()), dev, device,
+                  budget and budget*(1 - TUMOUR_SHARE*bool(ch['tumour_stage']['value'])))
     share = float(fs['tumour slice share'])
     choose('select', 'oversample' if share < 1/3 else 'all', f"{share:.0%} of the training slices show tumour: " +
            ("drawn in a third of each epoch (nnU-Net's foreground oversampling)" if share < 1/3

@@ -38,6 +38,8 @@ class Recipe:
     fg_share: float = 1/3 # share of tumour slices per epoch with select 'oversample'
     spacing: float|None = None # 2D: resample slices to this pixel spacing (mm) and train on `size` patches; None:
                                # resize whole slices to `size`
+    box: float|None = None # 2D: crop slices to the liver's box grown by this many mm (a cascade's second stage); None:
+                           # whole slices
     mode: str = 'slices' # 'slices' (2D), 'resize' (whole volume resampled to `size`), 'patch' (3D patches)
     monitor: str|None = 'valid_loss' # what SaveModelCallback tracks to keep the best epoch; None: the last epoch's
     plateau: dict|None = None # ReduceLROnPlateau arguments (monitor, factor, patience) or None

@@ -6,6 +6,8 @@
 from __future__ import annotations
 import itertools, os, sys, time, shutil
 from dataclasses import replace
+from types import SimpleNamespace
+import torch.nn as nn
 from datetime import timedelta
 from pathlib import Path
 # first: it quiets a torch warning fastai's import raises
@@ -21,13 +23,13 @@ from .cache import prepare_cache, open_case, load_manifest, ensure_cache, is_cac
 from .data import slice_dls
 from .split import Split
 from .data3d import volume_dls
-from .modelfile import save_model_file, model_contract
+from .modelfile import save_model_file, model_contract, Cascade
 from .learner import build_learner, resume_from, trim_history, EpochCheckpoint
 from .postprocess import choose_postprocess
-from .inference import predict_slices
+from .inference import predict_slices, as_model
 from .plots import plot_training_curves, save_figure
 from .tracking import tracking_callbacks
-from .plan import make_plan, plan_recipe, parse_budget
+from .plan import make_plan, plan_recipe, parse_budget, TUMOUR_SHARE
 
 # %% auto #0
 __all__ = ['HEADROOM', 'recipe_dls', 'is_distributed', 'init_distributed', 'to_distributed', 'time_epoch',
@@ -53,7 +55,7 @@ def recipe_dls(cache, # a prepared cache
     if r.dims==2:
         return slice_dls(cache, size=r.size, bs=r.bs, intensity=r.intensity, context=r.context, select=r.select,
                          aug=r.aug, max_cases=r.max_cases, num_workers=num_workers, spacing=r.spacing,
-                         fg_share=r.fg_share, **split)
+                         fg_share=r.fg_share, box=r.box, **split)
     target = 'multiclass' if r.target=='multiclass' else r.target
     return volume_dls(cache, size=tuple(r.size), mode=r.mode, target=target, bs=r.bs, intensity=r.intensity,
                       max_cases=r.max_cases, aug=r.aug=='3d', num_workers=num_workers, **split)
@@ -135,12 +137,13 @@ def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     epochs,size,bs = (scale_kw.get(k) for k in ('epochs', 'size', 'bs'))
     test_cases = sp.test_cases
     tr,va = sp.cases(cache)
-    plan = make_plan(cache, tr, size=size, budget=budget)
-    kw = {**({'size': int(size)} if size is not None else {}), **(recipe_kw or {})}   # None values count too
+    recipe_kw = dict(recipe_kw or {})
+    plan = make_plan(cache, tr, size=size, budget=budget, tumour_stage=recipe_kw.pop('tumour_stage', None))
+    kw = {**({'size': int(size)} if size is not None else {}), **recipe_kw}   # None values count too
     r = replace(plan_recipe(plan, epochs=epochs, bs=bs), **kw)
     said = [f"{k} {getattr(r, k)!r} (plan: {plan['choices'][k]['value']!r})" for k in ('epochs', 'size', 'bs')
             if plan['choices'][k]['value'] is not None and getattr(r, k)!=plan['choices'][k]['value']]
-    said += [f"{k} {v!r}" for k,v in (recipe_kw or {}).items() if k not in ('epochs', 'size', 'bs')]
+    said += [f"{k} {v!r}" for k,v in recipe_kw.items() if k not in ('epochs', 'size', 'bs')]
     unused = sorted(set(load_manifest(cache)['case']) - set(tr) - set(va)
                     - set(map(str, test_cases or [])))   # left out by max_cases
     if main:
@@ -176,19 +179,20 @@ def time_epoch(learn, # a `Learner` ready to fit
             sync(); tv.append(time.perf_counter() - t0); t0 = time.perf_counter()
     return t*len(dl) + (float(np.mean(tv)) if tv else t/3)*len(learn.dls.valid)
 
-def choose_valid_postprocess(learn, # a trained `Learner`
+def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract)` (a `Cascade`)
                              cache, # the cache it trained on
                              cases, # the validation cases
                              folder, # where to write their predictions and labels (removed afterwards)
                             )->dict: # `postprocess.choose_postprocess`'s result
     "The post-processing steps that raise the mean per-case Dice of the validation `cases`, chosen by nnU-Net's rule"
-    c,folder = model_contract(learn),Path(folder)
+    dev = next((learn.model if hasattr(learn, 'dls') else learn[0]).parameters()).device
+    (m,c),folder = as_model(learn, dev),Path(folder)
     man = load_manifest(cache).drop_duplicates('case').set_index('case')
     try:
         for case in cases:
             img,lbl = open_case(cache, case)
             sx,sy,sz = (float(man.loc[case, f'spacing_{a}']) for a in 'xyz')
-            lab = predict_slices(learn.model.eval(), c, img, spacing=(sy, sx), pbar=False)
+            lab = predict_slices(m, c, img, spacing=(sy, sx), pbar=False)
             aff = np.diag([sx, sy, sz, 1.])
             save_nifti(from_slices(lab), folder/'pred'/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
             save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff,
@@ -232,6 +236,7 @@ def _run_recipe(arch, recipe, cache, out, sp:Split, scale_kw:dict, budget, main)
     recipe_kw,recipe = (recipe,None) if isinstance(recipe, dict) else (None,recipe)   # a dict changes the default
     if 'auto' in (arch, recipe, getattr(recipe, 'name', None)):
         return _auto_recipe(cache, out, sp, scale_kw, budget, recipe_kw, main)
+    if 'tumour_stage' in (recipe_kw or {}): raise TypeError("tumour_stage is a choice of the auto plan: arch 'auto'")
     base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or arch)
     if arch!=base.arch: base = replace(base, arch=arch)
     return replace(scale(base, **scale_kw, max_cases=sp.max_cases), **(recipe_kw or {})), None, sp
@@ -264,26 +269,48 @@ def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool, cbs=N
         else:
             with learn.no_bar(), learn.no_logging(): learn.fit_recipe(start_epoch=start, cbs=cbs)
 
-def _finish(learn, dls, cache, out:Path, plan, main:bool) -> Path:
+def _train_stage(run:SimpleNamespace, r:Recipe, out:Path, deadline:float|None, init:nn.Module|None=None):
+    "A learner for `r` in `out` (seeded, from `init`'s weights if given), fitted for its epochs or to `deadline`"
+    set_seed(run.sp.seed, reproducible=True)
+    dls = recipe_dls(run.cache, r, **run.sp.kwargs(but=('max_cases',)))
+    if run.plan is not None: dls.plan = run.plan
+    cbs = tracking_callbacks(run.log, out, run_name=out.name) if run.main else []
+    learn = build_learner(dls, recipe=r, pretrained=run.pretrained, model_kwargs=run.model_kwargs, path=out,
+                          model_dir='checkpoints', cbs=cbs)
+    if init is not None: learn.model.load_state_dict(init.state_dict())
+    if run.dist:
+        to_distributed(learn)
+        if run.main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
+                           f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
+    bcb = None
+    if run.fit_budget: r,bcb = _fit_budget(learn, r, run.budget, deadline, say=run.main and run.progress, dist=run.dist)
+    _fit(learn, r, out, run.resume, run.progress, run.main, bcb)
+    return learn
+
+def _finish(learn, cache, out:Path, plan, main:bool, locator=None) -> Path:
     "Write the run's files: the post-processing `auto` chose on the validation cases, the model file, the curves"
     model_file = out/'model.safetensors'
-    if main and plan is not None and dls.valid_cases:
-        chosen = choose_valid_postprocess(learn, cache, dls.valid_cases, out/'postprocess')
+    if not main: return model_file
+    cas = None if locator is None else Cascade(locator.model.eval(), model_contract(locator), learn.model,
+                                               model_contract(learn))
+    if plan is not None and learn.dls.valid_cases:
+        chosen = choose_valid_postprocess(learn if cas is None else (cas, cas.contract), cache, learn.dls.valid_cases,
+                                          out/'postprocess')
         learn.postprocess = chosen['postprocess']
+        if cas is not None: cas._contract['postprocess'] = chosen['postprocess']
         write_json(out/'postprocess.json', chosen)
-    if main:
-        save_model_file(learn, model_file)
-        if (out/'history.csv').exists():
-            save_figure(plot_training_curves(out/'history.csv'), out/'curves.png', close=True)
+    save_model_file(learn if cas is None else cas, model_file)
+    for d in (out, out/'tumour'):
+        if (d/'history.csv').exists(): save_figure(plot_training_curves(d/'history.csv'), d/'curves.png', close=True)
     return model_file
 
 _SCALE = ('epochs', 'size', 'bs')   # the recipe's scale: `recipes.scale` sizes 3D recipes by their aspect
 
 def _train_kwargs(split, recipe, kw:dict) -> tuple:
     "(scale, model arguments, `Split`) from `train`'s arguments; a name none of them takes is a `TypeError`"
-    bad = sorted(set(recipe) - set(Recipe.__dataclass_fields__)) if isinstance(recipe, dict) else []
+    bad = sorted(set(recipe) - {*Recipe.__dataclass_fields__, 'tumour_stage'}) if isinstance(recipe, dict) else []
     if bad: raise TypeError(f"unknown recipe field{'s'*(len(bad)>1)} {', '.join(bad)}: a dict recipe takes `Recipe`'s "
-                            f"fields ({', '.join(Recipe.__dataclass_fields__)})")
+                            f"fields ({', '.join(Recipe.__dataclass_fields__)}), and tumour_stage for auto")
     bad = sorted(set(kw) - {*_SCALE, 'model_kwargs', *Split.__dataclass_fields__})
     if bad: raise TypeError(f"train() got unexpected argument{'s'*(len(bad)>1)} {', '.join(bad)}: it takes the scale "
                             f"({', '.join(_SCALE)}), model_kwargs and the split's fields "
@@ -313,20 +340,15 @@ def train(data, # raw LiTS-style folder or prepared cache
     out = Path(out or Path('runs')/arch.replace(':', '_'))
     out.mkdir(parents=True, exist_ok=True)
     r,plan,sp = _run_recipe(arch, recipe, cache, out, sp, scale_kw, budget, main)
-    set_seed(sp.seed, reproducible=True)
-    dls = recipe_dls(cache, r, **sp.kwargs(but=('max_cases',)))
-    if plan is not None: dls.plan = plan
-    cbs = tracking_callbacks(log, out, run_name=out.name) if main else []
-    learn = build_learner(dls, recipe=r, pretrained=pretrained, model_kwargs=model_kwargs, path=out,
-                          model_dir='checkpoints', cbs=cbs)
-    if dist:
-        to_distributed(learn)
-        if main: print(f"distributed training: {num_distrib()} processes ({torch.distributed.get_backend()}), "
-                       f"batch size {r.bs} per process, {r.bs*num_distrib()} per step", flush=True)
-    bcb = None
-    if budget and scale_kw['epochs'] is None:
-        r,bcb = _fit_budget(learn, r, budget, t0+budget, say=main and progress, dist=dist)
-    _fit(learn, r, out, resume, progress, main, bcb)
-    model_file = _finish(learn, dls, cache, out, plan, main)
+    run = SimpleNamespace(cache=cache, sp=sp, plan=plan, main=main, dist=dist, log=log, pretrained=pretrained,
+                          model_kwargs=model_kwargs, resume=resume, progress=progress, budget=budget,
+                          fit_budget=bool(budget) and scale_kw['epochs'] is None)
+    stage2 = plan and plan['choices'].get('tumour_stage', {}).get('value')
+    end = t0 + budget if budget else None
+    learn = locator = _train_stage(run, r, out, end - TUMOUR_SHARE*budget if stage2 and budget else end)
+    if stage2:
+        if main and progress: print(f"tumour stage: {stage2}", flush=True)
+        learn = _train_stage(run, replace(r, **stage2), out/'tumour', end, init=locator.model)   # at the finer pixel
+    model_file = _finish(learn, cache, out, plan, main, locator if stage2 else None)
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file

@@ -10,7 +10,9 @@ way as `bench_auto.py` (tumour-bearing test and validation cases, a tumour-free 
 slabs: they are scored once per run.
 
 Systems, each given the same training budget (`--budget` seconds; `--epochs N` trains every system N epochs instead):
-- `auto`: `train(cache, 'auto', budget=...)`, the package's plan;
+- `auto`: `train(cache, 'auto', budget=...)`, the package's plan (`--auto-size S`: its largest patch side, as
+  `lits-train --size S`: below the median slice the plan coarsens the pixel and adds a tumour stage);
+- `auto1`: the same plan with its tumour stage refused (`recipe={'tumour_stage': False}`): one stage at the coarse pixel;
 - `bare`: plain PyTorch, segmentation-models-pytorch U-Net with `--bare-encoder` (default resnet50) from scratch, the liver
   window W150/L30, cross-entropy, Adam 1e-3, no augmentation, no post-processing (`bench_auto.bare`);
 - the papers' 2D recipes (`ltnet` with a resnet18 encoder, `hybrid`, `cafct`, `dyntransnet2d`) at `--size` px and the
@@ -26,6 +28,7 @@ training seconds and epochs; then the mean and SD over the seeds per system.
     .venv/bin/python tests/bench_real.py --papers              # the papers' recipes too
     .venv/bin/python tests/bench_real.py --data phantom        # the same on realistic phantom cases
     .venv/bin/python tests/bench_real.py --only auto --recipe-kw '{"aug": null}'   # a variant of auto
+    .venv/bin/python tests/bench_real.py --only auto,auto1 --auto-size 64  # the tumour stage against one coarse stage
 
 Not collected by pytest (the file name does not start with test_); nothing in the package depends on `../shared/real`.
 """
@@ -69,7 +72,9 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
         budget = a.budget if a.epochs is None else 1e9
         d, t, tp, ep = B.bare(cache, tr, te, 'Unet', a.bare_encoder, a.size, budget, seed=seed, epochs=a.epochs)
         return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=float('nan'), train=t, epochs=ep)
-    if name=='auto': kw.update(arch='auto', recipe=recipe_kw)
+    if name in ('auto', 'auto1'):
+        kw.update(arch='auto', recipe={**(recipe_kw or {}), **({'tumour_stage': False} if name=='auto1' else {})} or None)
+        if a.auto_size: kw['size'] = a.auto_size
     else:
         from lits_fastai.recipes import RECIPES
         kw.update(arch=name, size=a.size3d if RECIPES[name].dims==3 else a.size)
@@ -124,6 +129,7 @@ def main(argv=None):
     p.add_argument('--recipe-kw', default=None, help="JSON of Recipe fields for auto, e.g. '{\"aug\": null}'")
     p.add_argument('--size', type=int, default=128, help='2D input size of the papers and the bare loop')
     p.add_argument('--size3d', type=int, default=64)
+    p.add_argument('--auto-size', type=int, default=None, help="auto's largest patch side (default: the plan's, 128 on a CPU)")
     p.add_argument('--bare-encoder', default='resnet50')
     p.add_argument('--shape', default='128x128x32', help='phantom case size')
     p.add_argument('--cases', type=int, default=10, help='phantom cases')

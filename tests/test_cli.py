@@ -85,6 +85,22 @@ def test_auto_plans_on_training_cases_trains_to_a_budget_and_replays_in_the_scan
     assert mask.shape == src.shape and np.allclose(mask.affine, src.affine) and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
 
 
+def test_tumour_stage_trains_a_cascade_that_lits_predict_replays(synth_data, synth_cache, tmp_path):
+    "lits-train --arch auto --tumour-stage writes one model file holding both stages; lits-predict runs them; other archs refuse the flag"
+    out = tmp_path/'cascade'
+    run('lits-train', synth_cache, '--arch', 'auto', '--tumour-stage', '--epochs', 1, '--size', 32, '--valid-cases', '4',
+        '--test-cases', '5', '--pretrained', 'no', '--out', out, timeout=900)
+    from lits_fastai.learner import read_contract
+    c = read_contract(out/'model.safetensors')
+    assert c['box'] == 10 and c['locator']['dims'] == 2 and (out/'tumour'/'history.csv').exists()
+    vol = next(synth_data.glob('volume_pt*/volume-5.nii'))
+    run('lits-predict', out, vol, tmp_path/'m.nii.gz')
+    mask, src = nib.load(tmp_path/'m.nii.gz'), nib.load(vol)
+    assert mask.shape == src.shape and np.allclose(mask.affine, src.affine) and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+    p = run('lits-train', synth_cache, '--arch', 'ltnet', '--tumour-stage', ok=False)
+    assert '--tumour-stage is a choice of --arch auto' in p.stderr and 'Traceback' not in p.stderr
+
+
 def test_train_rejects_a_missing_folder(tmp_path):
     p = run('lits-train', tmp_path/'nowhere', ok=False)
     assert 'nowhere' in p.stderr and 'Traceback' not in p.stderr
