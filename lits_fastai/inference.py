@@ -291,7 +291,7 @@ def predict_slices(model, contract:dict, stack:np.ndarray, # (Z,H,W) slice stack
         for o,q in zip(maps, _maps(p, sp.binary, probs, uncertainty)): o[s:s+len(zs)] = q
     return (out, *maps) if maps else out
 
-# %% ../nbs/30_inference.ipynb #54d96c73
+# %% ../nbs/30_inference.ipynb #9b522175
 def located_box(lab:np.ndarray, # (Z,H,W) labels of a locator: non-zero is liver
                 margin:float, # mm added on every side in plane
                 spacing, # pixel spacing (row, column) in mm
@@ -319,7 +319,7 @@ class CascadeProbs:
         self.box = located_box(lab, c['box'], spacing)
         self.n = 1 if len(c['classes'])==2 else len(c['classes'])
         self.shape,self.device = stack.shape,next(cascade.parameters()).device
-        self.inner = None if self.box is None else SliceProbs(cascade.model, cascade._contract,
+        self.inner = None if self.box is None else SliceProbs(cascade.model, cascade.model_contract,
                                                                stack[:, self.box[1], self.box[2]], tta, spacing=spacing)
     def __call__(self, zs)->torch.Tensor: # float32 `(len(zs), n, H, W)`, background outside the box
         "Class probabilities of slices `zs` at the stack's size: the second model's in the box, background elsewhere"

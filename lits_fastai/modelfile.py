@@ -40,7 +40,7 @@ def n_inputs(dls) -> int:
     if n: return int(n)
     return int(dls.one_batch()[0].shape[1])
 
-# %% ../nbs/23a_modelfile.ipynb #80dac915
+# %% ../nbs/23a_modelfile.ipynb #7636419d
 class Cascade(nn.Module):
     "A liver locator, then a model segmenting in the located liver's box at its own pixel: one module, one model file"
     def __init__(self, locator:nn.Module, # the first stage: a slice model whose foreground is the liver
@@ -52,11 +52,11 @@ class Cascade(nn.Module):
         if contract.get('box') is None: raise LitsError("a cascade's second model needs a 'box' in its contract")
         self.locator,self.model = locator,model
         self.locator_contract = {k: v for k,v in locator_contract.items() if k!='locator'}
-        self._contract = {k: v for k,v in contract.items() if k!='locator'}
+        self.model_contract = {k: v for k,v in contract.items() if k!='locator'}   # the second model's own
     @property
     def contract(self) -> dict:
         "The second model's contract with the locator's under 'locator': what the model file stores"
-        return {**self._contract, 'locator': self.locator_contract}
+        return {**self.model_contract, 'locator': self.locator_contract}
     def forward(self, x): raise LitsError('a Cascade locates the liver in a whole scan first: use predict_volume')
 
 # %% ../nbs/23a_modelfile.ipynb #07c332a6

@@ -297,10 +297,10 @@ def _finish(learn, cache, out:Path, plan, main:bool, locator=None) -> Path:
         chosen = choose_valid_postprocess(learn if cas is None else (cas, cas.contract), cache, learn.dls.valid_cases,
                                           out/'postprocess')
         learn.postprocess = chosen['postprocess']
-        if cas is not None: cas._contract['postprocess'] = chosen['postprocess']
+        if cas is not None: cas.model_contract['postprocess'] = chosen['postprocess']
         write_json(out/'postprocess.json', chosen)
     save_model_file(learn if cas is None else cas, model_file)
-    for d in (out, out/'tumour'):
+    for d in [out] + ([out/'tumour'] if cas is not None else []):
         if (d/'history.csv').exists(): save_figure(plot_training_curves(d/'history.csv'), d/'curves.png', close=True)
     return model_file
 
