@@ -242,6 +242,16 @@ def _train_run(data, out=None, **kwargs):
     if rank_distrib()==0: print(f"model file: {fn}")
     if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
 
+def _train_flags(arch, recipe, encoder, tumour_stage, folds, fold) -> tuple:
+    "(arch, recipe) of lits-train's flags: `--encoder` in an smp name, a dict changing `auto`'s plan; bad pairs exit"
+    if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
+    if tumour_stage and (arch!='auto' or folds):
+        sys.exit('lits-train: --tumour-stage is a choice of --arch auto, for one run (not --folds)')
+    if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
+    if arch!='auto': return arch, recipe
+    plan = {**({'arch': f"smp:Unet:{encoder}"} if encoder else {}), **({'tumour_stage': True} if tumour_stage else {})}
+    return arch, plan or recipe                                      # a dict changes the plan
+
 @cli_compat
 @call_parse
 def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
@@ -271,13 +281,8 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
     from lits_fastai.plan import parse_budget
     pre = parse_pretrained(pretrained, 'lits-train')
     mk = {'arch': encoder} if encoder and arch=='ltnet' else None
-    if encoder and arch=='auto': recipe = {'arch': f"smp:Unet:{encoder}"}   # a dict changes the plan
     with cli_errors('lits-train: --budget', catch=ValueError): budget = parse_budget(budget)
-    if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
-    if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
-    if tumour_stage and (arch!='auto' or folds):
-        sys.exit('lits-train: --tumour-stage is a choice of --arch auto, for one run (not --folds)')
-    if tumour_stage: recipe = {**(recipe if isinstance(recipe, dict) else {}), 'tumour_stage': True}
+    arch,recipe = _train_flags(arch, recipe, encoder, tumour_stage, folds, fold)
     if folds:                                   # cross-validation of this one system: lits-compare's machinery
         lits_compare_main(data, archs=arch, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds,
                           fold=fold, out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre,
