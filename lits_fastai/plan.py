@@ -132,11 +132,16 @@ def _plan_spacing(fs:dict, cache, dev:str, size:int|None) -> tuple:
     why = (f"the training cases' median pixel ({sp:.3g} mm); their median field of view ({fov:.0f} mm) fits in "
            f"{cap} px ({src})" if target <= sp*1.001 else
            f"the median field of view ({fov:.0f} mm) in {cap} px ({src}): coarser than the median pixel ({sp:.3g} mm)")
-    held = stored_spacing(cache)
-    if held is not None and target < held:
-        target = float(np.ceil(held*1000)/1000)
+    held = _held_pixel(cache)
+    if target < held:
+        target = held
         why += f"; raised to {target:.4g} mm, the coarsest pixel the cache holds (prepared with --size/--spacing)"
     return target, cap, why
+
+def _held_pixel(cache) -> float:
+    "The finest pixel a plan may ask of `cache`: the coarsest it holds, rounded up to a micrometre (0: the scans' own)"
+    held = stored_spacing(cache)
+    return 0. if held is None else float(np.ceil(held*1000)/1000)
 
 def _plan_network(ch:dict, choose, n_slices:int, dev:str, device, budget) -> None:
     "Batch size, encoder and epochs: measured on a GPU, from the budget and measured step times anywhere"
@@ -157,8 +162,7 @@ TUMOUR_SHARE = 0.5   # the share of a time budget the tumour stage trains in
 
 def _plan_tumour_stage(fs:dict, cache, target:float, cap:int, force:bool|None) -> tuple:
     "(the tumour stage's {spacing, size, box} or None, reason): a second stage at the finest pixel, if asked for"
-    held = stored_spacing(cache)
-    fine = round(max(fs['in-plane spacing (mm)']['median'], float(np.ceil(held*1000)/1000) if held else 0), 3)
+    fine = round(max(fs['in-plane spacing (mm)']['median'], _held_pixel(cache)), 3)
     if force: return {'spacing': fine, 'size': cap, 'box': BOX_MARGIN}, (
         f"asked for (`tumour_stage`): liver located at {target:.3g} mm, then liver and tumours in its box "
         f"(+{BOX_MARGIN:g} mm) at {fine:.3g} mm in {cap}-px patches, in {TUMOUR_SHARE:.0%} of a time budget")
