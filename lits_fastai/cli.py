@@ -184,7 +184,8 @@ def lits_demo(out:str='lits_demo', # folder for the data, cache, model, mask, me
 def lits_predict(model:str, # model file (lits-train, or .onnx from lits-export), run folder or ensemble
                  input:str, # a NIfTI volume, a DICOM series folder, or a folder of NIfTI volumes and/or DICOM series
                  out:str, # output folder, or one file for one scan (.nii.gz; .dcm: a DICOM SEG)
-                 tta:bool=False, # flip test-time augmentation
+                 tta:bool=False, # average over flips at test time (default: the model's own choice; `auto` measures it)
+                 no_tta:bool=False, # no flips at test time, whatever the model chose
                  no_post:bool=False, # skip post-processing
                  probs:bool=False, # also write foreground probability maps (<name>_prob.nii.gz)
                  bs:int=16, # slices per batch
@@ -203,7 +204,8 @@ def lits_predict(model:str, # model file (lits-train, or .onnx from lits-export)
     with cli_errors('lits-predict', catch=()):
         res = predict_files(model, input, out, fmt=format, overwrite=overwrite, workers=workers, summary=summary,
                             png=png, device=device,
-                            allow_pickle=allow_pickle, tta=tta, post=not no_post, bs=bs, probs=probs,
+                            allow_pickle=allow_pickle, tta=True if tta else False if no_tta else None,
+                            post=not no_post, bs=bs, probs=probs,
                             uncertainty=uncertainty,
                             sw_batch_size=sw_batch_size)
     written,failed = res
@@ -338,7 +340,7 @@ def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
                  out:str='compare', # output folder
                  pretrained:str='auto', # ImageNet encoder weights: auto, yes (required), no
                  light:bool=False, # CPU-sized models (smaller widths and depths, ResNet18 LT-Net) for quick runs
-                 tta:bool=False, # flip test-time augmentation at inference
+                 tta:bool=False, # flips at test time for every system (default: each model's own choice)
                  n_boot:int=1000, # bootstrap resamples of the confidence intervals
                  connectivity:int=2, # surface neighbourhood of the distances: 2 = the LiTS scorer's rule, 3 = full 26
                  seed:int=42, # split and training seed

@@ -144,7 +144,7 @@ class RunOptions:
     pretrained:object='auto' # ImageNet encoder weights: 'auto', True or False
     light:bool=False # `models.SMOKE_KWARGS` added (CPU-sized models)
     model_kwargs:dict|None=None # {arch: model arguments} for particular systems
-    tta:bool=False # flip test-time augmentation at inference
+    tta:bool=False # flips at test time for every system (False: each model's own choice, `auto`'s measured)
     n_boot:int=1000 # bootstrap resamples of the confidence intervals
     connectivity:int=2 # surface neighbourhood of HD95/ASSD: 2 is the LiTS scorer's (medpy's) 18-neighbourhood
     device:object=None # inference device (default: CUDA if available)
@@ -200,7 +200,7 @@ def fold_result(job:Job, s:System, f:dict) -> dict|None:
 def _segment(m, case, job, dst):
     "Segment the labelled volume of `case` without post-processing into `dst` (the model's own labels)"
     vol = next(Path(job.cases[0]).glob(f"volume-{case}.nii*"))
-    save_image(predict_volume(m, vol, tta=job.tta, post=False), Path(dst)/mask_name(vol))
+    save_image(predict_volume(m, vol, tta=job.tta or None, post=False), Path(dst)/mask_name(vol))
 
 def _train_run(s:System, job:Job, tcfg:dict, fd:Path, split:Split, tag:str, log) -> dict:
     "Train `s` with `split` into `fd/run`, unless a model trained with config `tcfg` is there; returns its record"

@@ -194,6 +194,10 @@ def _tta_probs(model, x, binary, tta):
     for d in dims: p = p + _probs(model, x.flip(d), binary).flip(d)
     return p / (len(dims)+1)
 
+def _tta_of(tta, contract) -> bool:
+    "Flips at test time: `tta` if given, else the model's own choice (its contract's, chosen on validation by `auto`)"
+    return bool(contract.get('tta', False)) if tta is None else bool(tta)
+
 def _members(model, contract) -> list: return model.members() if isinstance(model, Ensemble) else [(model, contract)]
 
 def autocast_for(device):
@@ -207,7 +211,7 @@ class SliceProbs:
     def __init__(self, model, # module or `Ensemble`
                  contract:dict, # its contract
                  stack:np.ndarray, # (Z,H,W) slice stack in HU
-                 tta:bool=False, # average over flips
+                 tta:bool|None=None, # average over flips (None: each model's own choice)
                  channels_last:bool|None=None, # NHWC memory layout for convolutions (default: on CUDA, where faster)
                  spacing=None, # the stack's pixel spacing (row, column) in mm, for models at a fixed spacing
                 ):
@@ -248,7 +252,7 @@ class SliceProbs:
         x = torch.from_numpy(x).to(self.device, next(m.parameters()).dtype)
         if c.get('spacing'): x = _pad_to(x, 32)        # a whole slice at the model's spacing: any multiple of 32
         if self.cl: x = x.contiguous(memory_format=torch.channels_last)
-        q = _tta_probs(m, x, self.binary, self.tta).float()[..., :size[0], :size[1]]
+        q = _tta_probs(m, x, self.binary, _tta_of(self.tta, c)).float()[..., :size[0], :size[1]]
         return q if tuple(size)==self.hw else F.interpolate(q, size=self.hw, mode='bilinear', align_corners=False)
 
 def _pad_to(x:torch.Tensor, m:int) -> torch.Tensor:
@@ -273,7 +277,7 @@ def _maps(p:torch.Tensor, binary:bool, probs:bool, uncertainty:bool) -> list:
 
 @torch.inference_mode()
 def predict_slices(model, contract:dict, stack:np.ndarray, # (Z,H,W) slice stack in HU
-                   bs:int=16, tta:bool=False, probs:bool=False, pbar:bool=True,
+                   bs:int=16, tta:bool|None=None, probs:bool=False, pbar:bool=True,
                    spacing=None, # the stack's pixel spacing (row, column) in mm, for models at a fixed spacing
                    uncertainty:bool=False, # also the entropy of the mean class probabilities, normalised to [0, 1]
                   ):
@@ -309,12 +313,13 @@ class CascadeProbs:
     "Class probabilities of slices of a stack by a `Cascade`: its locator's liver box, then its model inside it"
     def __init__(self, cascade:Cascade, # the two stages
                  stack:np.ndarray, # (Z,H,W) slice stack in HU
-                 tta:bool=False, # average over flips
+                 tta:bool|None=None, # average over flips (None: the cascade's own choice)
                  spacing=None, # the stack's pixel spacing (row, column) in mm
                  bs:int=16, # slices per batch of the locator
                 ):
         c = cascade.contract
         if spacing is None: raise LitsError("a cascade's box is in mm: predict_slices needs the stack's `spacing`")
+        tta = _tta_of(tta, c)                                     # both stages, as chosen for the whole cascade
         lab = predict_slices(cascade.locator, cascade.locator_contract, stack, bs, tta, pbar=False, spacing=spacing)
         self.box = located_box(lab, c['box'], spacing)
         self.n = 1 if len(c['classes'])==2 else len(c['classes'])
@@ -370,7 +375,7 @@ def sliding_window(model, x:torch.Tensor, # (1,C,D,H,W) preprocessed volume
 def volume_probs(model, # module or `Ensemble`
                  contract:dict, # its contract
                  stack:np.ndarray, # (Z,H,W) slice stack in HU
-                 tta:bool=False, # average over flips
+                 tta:bool|None=None, # average over flips (None: each model's own choice)
                  sw_batch_size:int=4, # windows per forward pass of a patch model
                 )->torch.Tensor: # float32 `(1, n, Z, H, W)`
     "Class probabilities of a slice stack by a 3D model (resized whole, or sliding window), or an ensemble's mean"
@@ -382,17 +387,17 @@ def volume_probs(model, # module or `Ensemble`
         x = torch.from_numpy(np.ascontiguousarray(intensity_from_config(c['intensity'])(stack))).float()
         x = x.reshape(1, -1, *stack.shape).to(device) if x.ndim==3 else x.permute(1,0,2,3)[None].to(device)
         if contract.get('mode')=='patch':
-            q = sliding_window(m, x.to(dtype), size, binary=binary, tta=tta, sw_batch_size=sw_batch_size)
+            q = sliding_window(m, x.to(dtype), size, binary=binary, tta=_tta_of(tta, c), sw_batch_size=sw_batch_size)
         else:
             with autocast_for(device): q = _tta_probs(m, F.interpolate(x, size=size, mode='trilinear',
                                                                        align_corners=False).to(dtype), binary,
-                                                                       tta).float()
+                                                                       _tta_of(tta, c)).float()
             q = F.interpolate(q, size=stack.shape, mode='trilinear', align_corners=False)
         p = q if p is None else p.add_(q)
         del x
     return p/len(members) if len(members)>1 else p
 
-def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool=False, probs:bool=False, sw_batch_size:int=4,
+def predict_volume3d(model, contract:dict, stack:np.ndarray, tta:bool|None=None, probs:bool=False, sw_batch_size:int=4,
                      uncertainty:bool=False, # also the normalised entropy of the mean class probabilities
                     ):
     "uint8 label map `(Z,H,W)` of a slice stack by a 3D model or ensemble (resized or sliding window), then maps"
@@ -430,7 +435,7 @@ def _read_scan(src, # NIfTI file, nibabel image, DICOM `Series`, or a folder hol
 def _segment_scan(model, # module or `Ensemble`, in eval mode
                  contract:dict, # its contract
                  scan:_ScanData, # from `_read_scan`
-                 tta:bool=False, # average over flips
+                 tta:bool|None=None, # average over flips (None: the model's own choice)
                  post=True, # post-processing: True (chosen steps or the default), False or a dict of steps
                  bs:int=16, # slices per batch (2D models)
                  probs:bool=False, # also the foreground probability map
@@ -453,7 +458,7 @@ def _segment_scan(model, # module or `Ensemble`, in eval mode
 
 def predict_volume(model, # model file, run or ensemble folder, list of model files, Learner, or (module, contract)
                    nifti, # a NIfTI file, a nibabel image, a DICOM `Series` or a folder of one DICOM series
-                   tta:bool=False, # average over flips
+                   tta:bool|None=None, # average over flips (None: the model's own choice, False for most)
                    post=True, # post-processing: True (chosen steps or the default), False or a dict of steps
                    bs:int=16, # slices per batch (2D models)
                    device=None, # torch device

@@ -82,7 +82,8 @@ def model_contract(learn:Learner) -> dict:
                                                                   # fitting
          'recipe': r.to_dict(),
          **({'plan': d['plan']} if d.get('plan') else {}),
-         **({'postprocess': learn.postprocess} if getattr(learn, 'postprocess', None) is not None else {})}
+         **({'postprocess': learn.postprocess} if getattr(learn, 'postprocess', None) is not None else {}),
+         **({'tta': learn.chosen_tta} if getattr(learn, 'chosen_tta', None) is not None else {})} # flips at test time
     return json.loads(json.dumps(c, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
 
 def save_model_file(learn:Learner, # a trained learner, or a `Cascade` (which carries its contract)
@@ -153,6 +154,7 @@ def _check_data(c:dict, bad):
     pp = c.get('postprocess')
     if pp is not None and not (isinstance(pp, dict) and all(isinstance(k, str) and _json_ok(v) for k,v in pp.items())):
         bad("'postprocess' must map step names to values")
+    if not isinstance(c.get('tta', False), bool): bad("'tta' (flips at test time) must be true or false")
     ctx = c.get('context', 1)
     if ctx is not None and not (_is_int(ctx) and 1<=ctx<=64): bad("'context' must be an integer from 1 to 64")
     for k in ('mode', 'target'):

@@ -99,17 +99,16 @@ def _dice(p, g) -> float:
     s = int(p.sum()) + int(g.sum())
     return 1. if s==0 else 2.*int(np.logical_and(p, g).sum())/s
 
-def choose_postprocess(preds, # folder or list of predictions in the model's own labels, without post-processing
-                       gt_dir, # folder of the true LiTS label maps
-                       target:str='multiclass', # the model's task: 'multiclass', 'liver' or 'tumor'
-                      )->dict: # {'postprocess': steps for `predict_volume`, 'steps': the decisions, 'cases': ...}
-    "The post-processing steps that raise the mean per-case Dice of `preds` and lower no class's (nnU-Net's rule)"
-    files = sorted(Path(preds).glob('*.nii*')) if not isinstance(preds, (list, tuple)) else [Path(o) for o in preds]
+def _pred_files(preds) -> list:
+    return sorted(Path(preds).glob('*.nii*')) if not isinstance(preds, (list, tuple)) else [Path(o) for o in preds]
+
+def _subset_scores(preds, gt_dir, target) -> tuple:
+    "({subset of the task's steps: per-case Dice of each scored class}, cases) of the predictions `preds`"
     gts,_ = label_files(gt_dir)
     steps,classes = POST_STEPS[target],scored_classes(target)
     combos = [tuple(b) for b in np.ndindex(*([2]*len(steps)))]          # every subset of the steps
     scores,cases = {c: [] for c in combos},[]
-    for f in files:
+    for f in _pred_files(preds):
         case = case_id(f)
         if case not in gts: raise BadInputError(f, f"no ground truth for case {case} in {gt_dir}")
         p,pg = read_labels(f); g,_ = read_labels(gts[case])
@@ -121,14 +120,29 @@ def choose_postprocess(preds, # folder or list of predictions in the model's own
             scores[combo].append([_dice(_region(q, c, target), gr[c]) for c in classes])
         cases.append(case)
     if not cases: raise LitsError(f"{preds}: no predictions to choose the post-processing on")
-    mean = {c: np.mean(v, 0) for c,v in scores.items()}
-    cur,log = tuple([0]*len(steps)),[]
-    for i,(name,_) in enumerate(steps):
-        cand = tuple(1 if j==i else o for j,o in enumerate(cur))
+    return scores,cases
+
+def choose_postprocess(preds, # folder or list of predictions in the model's own labels, without post-processing
+                       gt_dir, # folder of the true LiTS label maps
+                       target:str='multiclass', # the model's task: 'multiclass', 'liver' or 'tumor'
+                       flipped=None, # the same cases predicted with flips at test time: flips become the first step
+                      )->dict: # {'postprocess': steps for `predict_volume`, 'tta': flips kept, 'steps', 'cases', ...}
+    "Flips (given `flipped`), then post-processing steps, each kept where it raises the mean Dice and lowers no class"
+    steps,classes = POST_STEPS[target],scored_classes(target)
+    scores,cases = _subset_scores(preds, gt_dir, target)
+    mean = {(0,)+c: np.mean(v, 0) for c,v in scores.items()}           # a subset's first bit: flips at test time
+    if flipped is not None:
+        fs,fc = _subset_scores(flipped, gt_dir, target)
+        if fc!=cases: raise LitsError(f"{flipped}: cases {fc} differ from those of {preds} ({cases})")
+        mean.update({(1,)+c: np.mean(v, 0) for c,v in fs.items()})
+    order = [(0, 'flips at test time')]*(flipped is not None) + [(i+1, n) for i,(n,_) in enumerate(steps)]
+    cur,log = (0,)*(len(steps)+1),[]
+    for i,name in order:
+        cand = cur[:i] + (1,) + cur[i+1:]
         keep = bool(mean[cand].mean() > mean[cur].mean() + 1e-9 and (mean[cand] >= mean[cur] - 1e-9).all())
         log.append(dict(step=name, kept=keep, **{f"{c}_dice_without": float(a) for c,a in zip(classes, mean[cur])},
                         **{f"{c}_dice_with": float(a) for c,a in zip(classes, mean[cand])}))
         if keep: cur = cand
-    pp = {**NO_POST, **{k: v for on,(_,s) in zip(cur, steps) if on for k,v in s.items()}}
-    return dict(postprocess=pp, steps=log, cases=cases, target=target,
+    pp = {**NO_POST, **{k: v for on,(_,s) in zip(cur[1:], steps) if on for k,v in s.items()}}
+    return dict(postprocess=pp, tta=bool(cur[0]), steps=log, cases=cases, target=target,
                 rule='kept where it raises the mean per-case Dice and lowers no class')

@@ -183,8 +183,9 @@ def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract
                              cache, # the cache it trained on
                              cases, # the validation cases
                              folder, # where to write their predictions and labels (removed afterwards)
+                             flips:bool=True, # also weigh flips at test time (the cases predicted twice)
                             )->dict: # `postprocess.choose_postprocess`'s result
-    "The post-processing steps that raise the mean per-case Dice of the validation `cases`, chosen by nnU-Net's rule"
+    "Flips at test time and post-processing steps that raise the mean per-case Dice of the validation `cases`"
     dev = next((learn.model if hasattr(learn, 'dls') else learn[0]).parameters()).device
     (m,c),folder = as_model(learn, dev),Path(folder)
     man = load_manifest(cache).drop_duplicates('case').set_index('case')
@@ -192,12 +193,14 @@ def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract
         for case in cases:
             img,lbl = open_case(cache, case)
             sx,sy,sz = (float(man.loc[case, f'spacing_{a}']) for a in 'xyz')
-            lab = predict_slices(m, c, img, spacing=(sy, sx), pbar=False)
             aff = np.diag([sx, sy, sz, 1.])
-            save_nifti(from_slices(lab), folder/'pred'/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
+            for sub,tta in [('pred', False), ('flip', True)][:1+flips]:
+                lab = predict_slices(m, c, img, tta=tta, spacing=(sy, sx), pbar=False)
+                save_nifti(from_slices(lab), folder/sub/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
             save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff,
                        canonical=False)
-        return choose_postprocess(folder/'pred', folder/'gt', c.get('target', 'multiclass'))
+        return choose_postprocess(folder/'pred', folder/'gt', c.get('target', 'multiclass'),
+                                  flipped=folder/'flip' if flips else None)
     finally: shutil.rmtree(folder, ignore_errors=True)
 
 # %% ../nbs/24_train.ipynb #666d2343
@@ -296,8 +299,8 @@ def _finish(learn, cache, out:Path, plan, main:bool, locator=None) -> Path:
     if plan is not None and learn.dls.valid_cases:
         chosen = choose_valid_postprocess(learn if cas is None else (cas, cas.contract), cache, learn.dls.valid_cases,
                                           out/'postprocess')
-        learn.postprocess = chosen['postprocess']
-        if cas is not None: cas.model_contract['postprocess'] = chosen['postprocess']
+        learn.postprocess,learn.chosen_tta = chosen['postprocess'],chosen['tta']
+        if cas is not None: cas.model_contract.update(postprocess=chosen['postprocess'], tta=chosen['tta'])
         write_json(out/'postprocess.json', chosen)
     save_model_file(learn if cas is None else cas, model_file)
     for d in [out] + ([out/'tumour'] if cas is not None else []):

@@ -104,13 +104,14 @@ def dice_table(counts:list) -> dict:
         res[cls] = (float(np.mean(per)), 1. if P+G==0 else 2*I/(P+G))
     return res
 
-def predictions(model, data:Path, test:list, post=True):
-    "(prediction, ground truth) label arrays of each test volume, predicted once in its stored geometry by a model file or an ensemble (a list)"
+def predictions(model, data:Path, test:list, post=True, tta=None):
+    """(prediction, ground truth) label arrays of each test volume, predicted once in its stored geometry by a model file
+    or an ensemble (a list), averaged over flips as each model chose (or as `tta` says)"""
     import nibabel as nib
     from lits_fastai.inference import predict_volume
     for c in test:
         vol = next(data.glob(f'volume_pt*/volume-{c}.nii'))
-        yield (np.asarray(predict_volume(model, vol, post=post).dataobj),
+        yield (np.asarray(predict_volume(model, vol, post=post, tta=tta).dataobj),
                np.asarray(nib.load(str(data/'segmentations'/f'segmentation-{c}.nii')).dataobj))
 
 def model_target(model) -> str:

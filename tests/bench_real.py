@@ -18,9 +18,11 @@ Systems, each given the same training budget (`--budget` seconds; `--epochs N` t
 - the papers' 2D recipes (`ltnet` with a resnet18 encoder, `hybrid`, `cafct`, `dyntransnet2d`) at `--size` px and the
   3D `unet3d` at `--size3d`, with `--papers`.
 Seeds: `--seeds 0,1,2`; the same seed gives the same split, weights and augmentation. `--ensemble` adds a row per
-system: its seeds' models averaged as one ensemble (the training time of all of them).
+system: its seeds' models averaged as one ensemble (the training time of all of them). `--tta` adds two rows per system:
+its models scored again never and always averaging over flips at test time (`predict_volume(..., tta=False/True)`;
+its own row follows each model's choice: `auto` measures the flips on its validation cases).
 
-Scores on the test cases, in their stored geometry (`predict_volume` with each model's post-processing): per-volume liver
+Scores on the test cases, in their stored geometry (`predict_volume` with each model's post-processing and flips): per-volume liver
 Dice (labels 1+2) and tumour Dice (label 2), lesion recall (LiTS rule, IoU > 0.5 after merging, `evaluate.detect_lesions`),
 training seconds and epochs; then the mean and SD over the seeds per system.
 
@@ -82,12 +84,13 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
     mf, t, ep = B.fit(cache, tmp/'runs'/f'{name}-{seed}', a.budget, epochs=a.epochs, **kw)
     return dict(**score(mf, data, te), train=t, epochs=ep, model=mf)
 
-def score(model, data:Path, test:list) -> dict:
+def score(model, data:Path, test:list, tta=None) -> dict:
     """Liver and tumour Dice, and lesion recall summed over `test` (detected / true lesions), of a model file or an
-    ensemble (a list of model files), each test volume predicted once in its stored geometry"""
+    ensemble (a list of model files), each test volume predicted once in its stored geometry (averaged over flips as
+    each model chose, or as `tta` says)"""
     from lits_fastai.evaluate import detect_lesions
     target, counts, det, n = B.model_target(model), [], 0, 0
-    for pred, gt in B.predictions(model, data, test):
+    for pred, gt in B.predictions(model, data, test, tta=tta):
         counts.append(B._counts(pred, gt, target))
         r = detect_lesions(pred==2, gt==2)
         det, n = det + r['n_detected'], n + r['n_gt_lesions']
@@ -103,6 +106,13 @@ def ensemble_rows(rows:list, data:Path, test:list) -> list:
         out.append(dict(system=f'{name}, ensemble of its seeds', seed=-1, members=len(rs), **score([r['model'] for r in rs], data, test),
                         train=sum(r['train'] for r in rs), epochs=np.mean([float(r['epochs']) for r in rs])))
     return out
+
+def tta_rows(rows:list, data:Path, test:list) -> list:
+    """Each trained model scored again never and always averaging over flips at test time (`predict_volume(...,
+    tta=False/True)`; its own row follows its model's choice): two rows per system and seed"""
+    return [dict(system=f"{r['system']}, {name} flips", seed=r['seed'], **score(r['model'], data, test, tta=t),
+                 train=r['train'], epochs=r['epochs']) for t,name in ((False, 'never'), (True, 'always'))
+            for r in rows if r.get('model')]
 
 def summary(rows:list) -> str:
     "Mean and SD over the seeds of each system; an ensemble row is one model, scored once"
@@ -134,6 +144,7 @@ def main(argv=None):
     p.add_argument('--shape', default='128x128x32', help='phantom case size')
     p.add_argument('--cases', type=int, default=10, help='phantom cases')
     p.add_argument('--ensemble', action='store_true', help="also score each system's seeds as one ensemble")
+    p.add_argument('--tta', action='store_true', help="also score each model never and always flipping at test time")
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--keep', default=None, help='folder to keep data, cache and runs in')
     a = p.parse_args(argv)
@@ -161,7 +172,9 @@ def main(argv=None):
                 rows.append(dict(system=name, seed=seed, **r))
                 print(f"{name:<14} seed {seed}  liver {r['liver']:.3f}  tumour {r['tumor']:.3f}  lesion recall {r['recall']:.2f}  "
                       f"train {r['train']:.0f} s  epochs {float(r['epochs']):.1f}", flush=True)
-        if a.ensemble: rows += ensemble_rows(rows, data, split[2])
+        extra = tta_rows(rows, data, split[2]) if a.tta else []
+        if a.ensemble: extra += ensemble_rows(rows, data, split[2])
+        rows += extra
         print('\n' + summary(rows))
         return 0
     finally:

@@ -83,6 +83,10 @@ def test_auto_plans_on_training_cases_trains_to_a_budget_and_replays_in_the_scan
     run('lits-predict', out, vol, tmp_path/'m.nii.gz')               # the run folder stands for its model file
     mask, src = nib.load(tmp_path/'m.nii.gz'), nib.load(vol)
     assert mask.shape == src.shape and np.allclose(mask.affine, src.affine) and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+    # flips at test time: the model's choice (measured on the validation case) unless a flag overrides it
+    assert isinstance(c['tta'], bool)
+    run('lits-predict', out, vol, tmp_path/'same.nii.gz', '--tta' if c['tta'] else '--no-tta')
+    assert np.array_equal(np.asarray(mask.dataobj), np.asarray(nib.load(tmp_path/'same.nii.gz').dataobj))
 
 
 def test_tumour_stage_trains_a_cascade_that_lits_predict_replays(synth_data, synth_cache, tmp_path):
