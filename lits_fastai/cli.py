@@ -136,6 +136,7 @@ def lits_plan(data:str, # raw LiTS-style folder or a cache from lits-prepare
               device:str=None, # cuda or cpu (default: cuda if available)
               seed:int=42, # seed of the split
               cache:str=None, # where to cache a raw DATA folder
+              dims:int=None, # 3: 3D patches, 2: 2.5D slices (default: the plan's, 3D on a GPU for thin slices)
              ):
     "Print the fingerprint of the training cases and the auto recipe's plan, and write plan.json"
     import pandas as pd
@@ -146,7 +147,7 @@ def lits_plan(data:str, # raw LiTS-style folder or a cache from lits-prepare
     with cli_errors('lits-plan', out=out):
         c = ensure_cache(data, cache, progress=False)
         tr,va = split_cases(c, valid_pct, parse_cases(valid_cases), seed=seed, test_cases=parse_cases(test_cases))
-        plan = {**make_plan(c, tr, device, size, parse_budget(budget)), 'valid_cases': va,
+        plan = {**make_plan(c, tr, device, size, parse_budget(budget), dims=dims), 'valid_cases': va,
                 'test_cases': parse_cases(test_cases) or []}
         write_json(out, plan)
     with pd.option_context('display.width', 200, 'display.max_colwidth', 120):
@@ -244,14 +245,17 @@ def _train_run(data, out=None, **kwargs):
     if rank_distrib()==0: print(f"model file: {fn}")
     if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
 
-def _train_flags(arch, recipe, encoder, tumour_stage, folds, fold) -> tuple:
+def _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims=None) -> tuple:
     "(arch, recipe) of lits-train's flags: `--encoder` in an smp name, a dict changing `auto`'s plan; bad pairs exit"
     if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
-    if tumour_stage and (arch!='auto' or folds):
-        sys.exit('lits-train: --tumour-stage is a choice of --arch auto, for one run (not --folds)')
+    for flag,on in (('--tumour-stage', tumour_stage), ('--dims', dims is not None)):
+        if on and (arch!='auto' or folds):
+            sys.exit(f'lits-train: {flag} is a choice of --arch auto, for one run (not --folds)')
+    if dims not in (None, 2, 3): sys.exit(f'lits-train: --dims {dims}: 2 (2.5D slices) or 3 (3D patches)')
     if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
     if arch!='auto': return arch, recipe
-    plan = {**({'arch': f"smp:Unet:{encoder}"} if encoder else {}), **({'tumour_stage': True} if tumour_stage else {})}
+    plan = {**({'arch': f"smp:Unet:{encoder}"} if encoder else {}), **({'tumour_stage': True} if tumour_stage else {}),
+            **({'dims': dims} if dims else {})}
     return arch, plan or recipe                                      # a dict changes the plan
 
 @cli_compat
@@ -277,6 +281,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                log:str=None, # experiment tracking: tensorboard, wandb, mlflow (comma-separated), in the run folder
                budget:str=None, # time budget, e.g. 2h or 90m: the epochs a measured epoch allows (--epochs wins)
                tumour_stage:bool=False, # with --arch auto: a second stage segmenting in the located liver's box
+               dims:int=None, # with --arch auto: 3 for 3D patches, 2 for 2.5D slices (default: the plan's choice)
               ):
     "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
     from lits_fastai.split import Split
@@ -284,7 +289,7 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
     pre = parse_pretrained(pretrained, 'lits-train')
     mk = {'arch': encoder} if encoder and arch=='ltnet' else None
     with cli_errors('lits-train: --budget', catch=ValueError): budget = parse_budget(budget)
-    arch,recipe = _train_flags(arch, recipe, encoder, tumour_stage, folds, fold)
+    arch,recipe = _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims)
     if folds:                                   # cross-validation of this one system: lits-compare's machinery
         lits_compare_main(data, archs=arch, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds,
                           fold=fold, out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre,
@@ -340,7 +345,7 @@ def lits_compare(data:str, # raw LiTS-style folder or a cache from lits-prepare
                  out:str='compare', # output folder
                  pretrained:str='auto', # ImageNet encoder weights: auto, yes (required), no
                  light:bool=False, # CPU-sized models (smaller widths and depths, ResNet18 LT-Net) for quick runs
-                 tta:bool=False, # flips at test time for every system (default: each model's own choice)
+                 tta:bool=False, # flips at test time for every system (default: as each model or ensemble chose)
                  n_boot:int=1000, # bootstrap resamples of the confidence intervals
                  connectivity:int=2, # surface neighbourhood of the distances: 2 = the LiTS scorer's rule, 3 = full 26
                  seed:int=42, # split and training seed

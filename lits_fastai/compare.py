@@ -23,7 +23,7 @@ from .cache import load_manifest, load_case_table, open_case, case_meta, ensure_
 from .split import case_table, compare_folds, check_fold, Split, PAPER_SPLITS, paper_split, LeakageWarning
 from .train import train
 from .modelfile import read_contract
-from .inference import as_model, predict_volume, write_ensemble, mask_name
+from .inference import as_model, predict_volume, write_ensemble, mask_name, _tta_of
 from .postprocess import apply_postprocess, post_config, NO_POST, choose_postprocess, scored_classes
 from .evaluate import (evaluate_folder, summarize, write_csv, paired_test, bootstrap_ci, read_labels,
                                   label_files, case_id, CLASSES)
@@ -197,10 +197,11 @@ def fold_result(job:Job, s:System, f:dict) -> dict|None:
     tcfg,ecfg = fold_config(job, s, f)
     return r if r and r.get('train_config')==tcfg and r.get('eval_config')==ecfg else None
 
-def _segment(m, case, job, dst):
+def _segment(m, case, job, dst, tta=None):
     "Segment the labelled volume of `case` without post-processing into `dst` (the model's own labels)"
     vol = next(Path(job.cases[0]).glob(f"volume-{case}.nii*"))
-    save_image(predict_volume(m, vol, tta=job.tta or None, post=False), Path(dst)/mask_name(vol))
+    tta = (job.tta or None) if tta is None else tta
+    save_image(predict_volume(m, vol, tta=tta, post=False), Path(dst)/mask_name(vol))
 
 def _train_run(s:System, job:Job, tcfg:dict, fd:Path, split:Split, tag:str, log) -> dict:
     "Train `s` with `split` into `fd/run`, unless a model trained with config `tcfg` is there; returns its record"
@@ -227,14 +228,16 @@ def _to_lits(raw:Path, dst:Path, pp:dict|None, target:str):
     out.set_data_dtype(np.uint8); out.header.set_slope_inter(1, 0)
     save_image(out, dst)
 
-def _segment_fold(m, f:dict, job:Job, fd:Path, target:str) -> tuple:
-    "Segment fold `f`'s validation and test cases, choose the post-processing on the former, apply it to the latter"
-    for d in ('raw_valid', 'raw_test', 'pred'):
+def _segment_fold(m, f:dict, job:Job, fd:Path, target:str, alt:bool=False) -> tuple:
+    """Segment fold `f`'s validation and test cases, choose the post-processing on the former, apply it to the latter;
+    `alt`: the test cases also with the other flips setting than the model's own (`raw_test_alt`, for the ensemble)"""
+    for d in ('raw_valid', 'raw_test', 'raw_test_alt', 'pred'):
         if (fd/d).exists(): shutil.rmtree(fd/d)
     for case in f['valid']: _segment(m, case, job, fd/'raw_valid')
     t0 = time.perf_counter()
     for case in f['test']: _segment(m, case, job, fd/'raw_test')
     infer_s = (time.perf_counter()-t0)/len(f['test'])
+    for case in f['test'] if alt else []: _segment(m, case, job, fd/'raw_test_alt', tta=not _tta_of(None, m[1]))
     choice = choose_postprocess(fd/'raw_valid', job.cases[1], target)
     assert set(choice['cases'])==set(f['valid']), 'the post-processing was chosen on other than the validation cases'
     write_json(fd/'postprocess.json', choice)
@@ -261,7 +264,8 @@ def run_fold(s:System, # the system
     if (c['train_cases'],c['valid_cases'],c.get('test_cases'))!=(f['train'],f['valid'],tcfg['held_out']):
         raise LitsError(f"{mf}: trained on other cases than fold {f['fold']}'s")
     check_fold(dict(fold=f['fold'], train=c['train_cases'], valid=c['valid_cases'], test=f['test']))
-    choice,infer_s = _segment_fold(as_model(mf, job.device), f, job, fd, c['target'])
+    alt = s.arch=='auto' and not job.tta            # `auto` measures flips: its ensemble chooses them out of fold
+    choice,infer_s = _segment_fold(as_model(mf, job.device), f, job, fd, c['target'], alt)
     per_case,_ = evaluate_folder(fd/'pred', job.cases[1], out=fd/'metrics.csv', connectivity=job.connectivity,
                                  n_boot=job.n_boot, seed=0)
     if per_case.attrs['failed']: raise LitsError(per_case.attrs['failed'][0])
@@ -270,22 +274,34 @@ def run_fold(s:System, # the system
     res = dict(fold=f['fold'], train_config=tcfg, eval_config=ecfg, train_s=trained['train_s'],
                resumed=trained['resumed'],
                params=trained['params'], infer_s_per_case=infer_s, target=c['target'],
-               postprocess=choice['postprocess'],
+               postprocess=choice['postprocess'], tta=_tta_of(job.tta or None, c),
                model_file='run/model.safetensors', metrics='metrics.csv')   # inside the fold's folder, which may move
     write_json(fd/'result.json', res)
     return res, False
 
 
 # %% ../nbs/33_compare.ipynb #00490eea
+def _oof_choice(s:System, folds:list, res:dict, job:Job, target:str) -> tuple:
+    """(`choose_postprocess` result, flips chosen or None) on the out-of-fold predictions of `s`; the flips too where
+    every fold also segmented its test cases with the other flips setting than its model's (`raw_test_alt`)"""
+    fds = [fold_dir(job, s, f['fold']) for f in folds]
+    own,alt = ([sorted((fd/d).glob('*.nii*')) for fd in fds] for d in ('raw_test', 'raw_test_alt'))
+    if not all(len(a)==len(o) and 'tta' in res[f['fold']] for a,o,f in zip(alt, own, folds)):
+        return choose_postprocess(sum(own, []), job.cases[1], target), None     # each member flips as it chose
+    pairs = [(a, o) if res[f['fold']]['tta'] else (o, a) for a,o,f in zip(alt, own, folds)]   # (plain, flipped)
+    choice = choose_postprocess(sum((p for p,_ in pairs), []), job.cases[1], target, sum((q for _,q in pairs), []))
+    return choice, choice['tta']
+
 def _ensemble(s:System, folds:list, res:dict, job:Job, target:str) -> Path:
-    "System `s`'s fold models as one ensemble, post-processed as chosen out of fold (or on validation)"
+    "System `s`'s fold models as one ensemble, post-processed (and flipped) as chosen out of fold (or on validation)"
     files = [fold_dir(job, s, k)/r['model_file'] for k,r in sorted(res.items())]
     if len(folds)>1:
-        raw = [p for f in folds for p in sorted((fold_dir(job, s, f['fold'])/'raw_test').glob('*.nii*'))]
-        choice = choose_postprocess(raw, job.cases[1], target)
+        choice,tta = _oof_choice(s, folds, res, job, target)
         chosen_on = f"out-of-fold predictions of {len(choice['cases'])} cases"
-    else: choice,chosen_on = _read_json(fold_dir(job, s, folds[0]['fold'])/'postprocess.json'),'the validation cases'
-    return write_ensemble(Path(job.out)/'systems'/s.slug/'ensemble', files, choice['postprocess'],
+    else:
+        choice,tta = _read_json(fold_dir(job, s, folds[0]['fold'])/'postprocess.json'),None
+        chosen_on = 'the validation cases'
+    return write_ensemble(Path(job.out)/'systems'/s.slug/'ensemble', files, choice['postprocess'], tta=tta,
                           postprocess_chosen_on=chosen_on, postprocess_steps=choice['steps'],
                           folds=[f['fold'] for f in folds], system=s.name)
 

@@ -80,22 +80,26 @@ class Ensemble(nn.Module):
                  contracts, # their contracts (`read_contract`)
                  postprocess:dict|None=None, # post-processing chosen for the ensemble (None: the default of its task)
                  names=None, # the members' file names, for messages
+                 tta:bool|None=None, # flips at test time chosen for the ensemble (None: each member's own choice)
                 ):
         super().__init__()
         if not len(models): raise LitsError('an ensemble needs at least one model')
         self.models,self.contracts,self.postprocess = nn.ModuleList(models),list(contracts),postprocess
+        self.tta = tta
         self.names = [str(o) for o in (names or [f"member {i}" for i in range(len(models))])]
         check_members(self.contracts, self.names)
 
     @property
     def contract(self) -> dict:
-        "The first member's contract with the members' names and the ensemble's post-processing"
+        "The first member's contract with the members' names and the ensemble's post-processing and flips"
         c = {**self.contracts[0], 'members': self.names}
         if self.postprocess is not None: c['postprocess'] = self.postprocess
+        if self.tta is not None: c['tta'] = self.tta
         return c
     def members(self) -> list:
-        "(module, contract) of each member: each preprocesses a scan with its own contract's statistics"
-        return list(zip(self.models, self.contracts))
+        "(module, contract) of each member: its own intensity statistics, flips as the ensemble chose"
+        cs = self.contracts if self.tta is None else [{**c, 'tta': self.tta} for c in self.contracts]
+        return list(zip(self.models, cs))
     def forward(self, x): raise LitsError('an Ensemble averages probabilities after each member preprocesses: use '
                                           'predict_volume')
 
@@ -115,6 +119,8 @@ def ensemble_files(src, # an ensemble folder, a run folder or a list of model fi
         names = d.get('members')
         if not names or not all(isinstance(o, str) and o==Path(o).name for o in names):
             raise BadInputError(meta, "'members' must list the model files of its own folder by name")
+        if d.get('tta') not in (None, True, False): raise BadInputError(meta, f"'tta' must be true, false or null, "
+                                                                              f"not {d['tta']!r}")
         return [src/o for o in names], d
     files = sorted(src.glob('*.safetensors'))
     if not files: raise BadInputError(src, 'no model file (*.safetensors) and no ensemble.json in this folder')
@@ -127,14 +133,15 @@ def load_ensemble(src, # an ensemble folder, a run folder or a list of model fil
     "Load every member of an ensemble, refusing members whose preprocessing differs"
     files,meta = ensemble_files(src)
     loaded = [load_model_file(f, device=device, allow_pickle=allow_pickle) for f in files]
-    pp = (meta or {}).get('postprocess')
-    if len(loaded)==1 and pp is None: return loaded[0]
-    ens = Ensemble([m for m,_ in loaded], [c for _,c in loaded], pp, [str(f) for f in files])
+    pp,tta = (meta or {}).get('postprocess'),(meta or {}).get('tta')
+    if len(loaded)==1 and pp is None and tta is None: return loaded[0]
+    ens = Ensemble([m for m,_ in loaded], [c for _,c in loaded], pp, [str(f) for f in files], tta)
     return ens, ens.contract
 
 def write_ensemble(folder, # the ensemble folder to write
                    model_files, # the members' model files (hard-linked into `folder` where possible, else copied)
                    postprocess:dict|None=None, # the post-processing chosen for the ensemble
+                   tta:bool|None=None, # flips at test time chosen for the ensemble (None: each member's own choice)
                    **info, # more to record in `ensemble.json` (how the post-processing was chosen, the folds ...)
                   )->Path: # the folder
     "Write an ensemble folder: its members' files and `ensemble.json`, checked by loading their contracts"
@@ -150,7 +157,7 @@ def write_ensemble(folder, # the ensemble folder to write
                 try: tmp.unlink(); os.link(f, tmp)
                 except OSError: shutil.copy2(f, tmp)
         names.append(dst.name)
-    d = dict(format=ENSEMBLE_FORMAT, members=names, postprocess=postprocess, **info)
+    d = dict(format=ENSEMBLE_FORMAT, members=names, postprocess=postprocess, tta=tta, **info)
     with atomic_path(folder/'ensemble.json') as tmp: Path(tmp).write_text(json.dumps(d, indent=1, default=str) + '\n')
     return folder
 

@@ -16,8 +16,9 @@ from .transforms import CTNorm
 from .recipes import Recipe, get_recipe
 
 # %% auto #0
-__all__ = ['PLAN_FORMAT', 'MAX_SIDE', 'EPOCHS', 'ENCODERS', 'MIN_EPOCHS', 'BOX_MARGIN', 'TUMOUR_SHARE', 'fingerprint_summary',
-           'probe_batch_size', 'step_time', 'choose_encoder', 'make_plan', 'show_plan', 'plan_recipe', 'parse_budget']
+__all__ = ['PLAN_FORMAT', 'MAX_SIDE', 'EPOCHS', 'ENCODERS', 'MIN_EPOCHS', 'BOX_MARGIN', 'TUMOUR_SHARE', 'ANISOTROPY_3D',
+           'MAX_PATCH3D', 'BS_3D', 'fingerprint_summary', 'probe_batch_size', 'probe_patch3d', 'step_time',
+           'choose_encoder', 'make_plan', 'show_plan', 'plan_recipe', 'parse_budget']
 
 # %% ../nbs/26_plan.ipynb #2d8ba250
 def _spread(v) -> dict:
@@ -60,7 +61,19 @@ def _train_step(model, opt, x, y, dt=None):
     if x.device.type=='cuda': torch.cuda.synchronize(x.device)
 
 def _batch(bs, n_in, size, device):
-    return torch.randn(bs, n_in, size, size, device=device),torch.randint(0, 3, (bs, size, size), device=device)
+    "A random batch and labels: `size` a side (2D) or a (D, H, W) patch"
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    return torch.randn(bs, n_in, *shape, device=device),torch.randint(0, 3, (bs, *shape), device=device)
+
+def _fits(model, opt, bs:int, n_in:int, size, device, mem_frac:float) -> bool:
+    "Whether one mixed-precision training step of `bs` random items of `size` stays under `mem_frac` of GPU memory"
+    dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        torch.cuda.reset_peak_memory_stats(device)
+        _train_step(model, opt, *_batch(bs, n_in, size, device), dt)
+        return torch.cuda.max_memory_allocated(device) <= mem_frac*torch.cuda.get_device_properties(device).total_memory
+    except torch.cuda.OutOfMemoryError: return False
+    finally: torch.cuda.empty_cache()
 
 def probe_batch_size(arch:str, # model name in `MODELS`
                      n_in:int, # input channels
@@ -72,19 +85,27 @@ def probe_batch_size(arch:str, # model name in `MODELS`
     "The largest batch size in `candidates` whose mixed-precision training step stays under `mem_frac` of GPU memory"
     device = torch.device(device)
     model = build_model(arch, n_in=n_in, n_out=3).to(device)
-    opt,total,best = (torch.optim.Adam(model.parameters()),torch.cuda.get_device_properties(device).total_memory,
-                      candidates[0])
-    dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    opt,best = torch.optim.Adam(model.parameters()),candidates[0]
     for bs in candidates:
-        try:
-            torch.cuda.reset_peak_memory_stats(device)
-            _train_step(model, opt, *_batch(bs, n_in, size, device), dt)
-            if torch.cuda.max_memory_allocated(device) > mem_frac*total: break
-            best = bs
-        except torch.cuda.OutOfMemoryError: break
-        finally: torch.cuda.empty_cache()
+        if not _fits(model, opt, bs, n_in, size, device, mem_frac): break
+        best = bs
     del model, opt; torch.cuda.empty_cache()
     return best
+
+def probe_patch3d(patch:tuple, # the patch (D, H, W) wanted
+                  device, # a CUDA device
+                  bs:int=2, # the batch size (nnU-Net's 3D one)
+                  arch:str='unet3d', # model name in `MODELS`
+                  mem_frac:float=0.8, # the share of the GPU's memory a step may use
+                 )->tuple:
+    "`patch` with its longest side halved (to a multiple of 8, at least 16) until a training step of `bs` fits"
+    device = torch.device(device)
+    model = build_model(arch, n_in=1, n_out=3).to(device)
+    opt,p = torch.optim.Adam(model.parameters()),[int(o) for o in patch]
+    while not _fits(model, opt, bs, 1, p, device, mem_frac) and max(p) > 16:
+        i = int(np.argmax(p)); p[i] = max(16, p[i]//16*8)
+    del model, opt; torch.cuda.empty_cache()
+    return tuple(p)
 
 def step_time(arch:str, # model name in `MODELS`
               n_in:int, size:int, bs:int, # input channels, patch side, batch size
@@ -154,8 +175,7 @@ def _plan_network(ch:dict, choose, n_slices:int, dev:str, device, budget) -> Non
     else: choose('bs', 16, "a CPU default: memory is not the limit")
     enc,why = choose_encoder(n_slices, n_in, size, ch['bs']['value'], budget, device or dev)
     choose('arch', f'smp:Unet:{enc}', f"a residual U-Net; {why}")
-    choose('epochs', EPOCHS if budget is None else None, f"{EPOCHS} without a time budget" if budget is None else
-           f"fitted by `train` to the budget of {budget:.0f} s from a measured epoch")
+    _epochs(choose, budget)
 
 BOX_MARGIN = 10.     # mm around the located liver in which a tumour stage segments
 TUMOUR_SHARE = 0.5   # the share of a time budget the tumour stage trains in
@@ -171,20 +191,55 @@ def _plan_tumour_stage(fs:dict, cache, target:float, cap:int, force:bool|None) -
     return None, (f"one stage at {target:.3g} mm, {target/fine:.1f}x the finest pixel ({fine:.3g} mm): a tumour "
                   f"stage (`tumour_stage`) did not pay at equal time (real slabs: lower, phantom: within the spread)")
 
-def make_plan(cache, # a prepared cache
-              train_cases, # the training cases: the only ones whose statistics the plan uses
-              device=None, # the device that will train (default: CUDA if available, else the CPU)
-              size:int|None=None, # the largest patch side (default: `MAX_SIDE` of the device)
-              budget:float|None=None, # training time budget in seconds (the encoder is then measured, the epochs fitted
-                                      # by `train`)
-              tumour_stage:bool|None=None, # True/False: a second, tumour stage or not (None: the plan decides)
-             )->dict:
-    "The `auto` recipe's configuration for `cache`, from the fingerprint of `train_cases` and the machine, with reasons"
-    train_cases = sorted(map(str, train_cases))
-    if not train_cases: raise LitsError(f"{cache}: no training cases to plan on")
-    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')).type
-    fs,ch = fingerprint_summary(cache, train_cases),{}
-    def choose(k, v, why): ch[k] = {'value': v, 'why': why}
+ANISOTROPY_3D = 3.   # slices at most this many pixels thick: 3D patches on a GPU (nnU-Net's anisotropy threshold)
+MAX_PATCH3D = {'cuda': (128, 128, 128), 'cpu': (32, 64, 64)}   # the largest 3D patch (D, H, W) each device trains
+BS_3D = 2            # nnU-Net's 3D batch size
+
+def _plan_dims(fs:dict, dev:str, force:int|None) -> tuple:
+    "(2 or 3, reason): 3D full-resolution patches on a GPU where the slices are thin, else 2.5D slices"
+    z,px = fs['slice spacing (mm)']['median'],fs['in-plane spacing (mm)']['median']
+    ratio = z/px if z and px else math.inf                  # no slice spacing known: as if the slices were thick
+    if force is not None:
+        if force not in (2, 3): raise ValueError(f"dims must be 2, 3 or None, not {force!r}")
+        return force, f"asked for (`dims` {force})"
+    if dev!='cuda': return 2, "2.5D slices: 3D patches train too slowly on a CPU (`dims=3` asks for them)"
+    if ratio > ANISOTROPY_3D: return 2, f"slices {ratio:.1f}x the pixel (over {ANISOTROPY_3D:g}x): 2.5D slices"
+    return 3, f"a GPU and slices {ratio:.1f}x the pixel (at most {ANISOTROPY_3D:g}x): 3D full-resolution patches"
+
+def _choose_intensity(cache, train_cases, choose) -> None:
+    norm = CTNorm.fit(foreground_sample(cache, train_cases))
+    choose('intensity', norm.config,
+           f"clip to the training foreground's 0.5/99.5 percentiles ({norm.lo:.0f}, {norm.hi:.0f} HU), "
+           f"z-score with its mean {norm.mean:.0f} HU and std {norm.std:.0f} HU")
+
+def _epochs(choose, budget) -> None:
+    choose('epochs', EPOCHS if budget is None else None, f"{EPOCHS} without a time budget" if budget is None else
+           f"fitted by `train` to the budget of {budget:.0f} s from a measured epoch")
+
+def _plan_3d(fs:dict, cache, train_cases, choose, dev:str, device, size:int|None, budget) -> None:
+    "The 3D configuration: full-resolution patches of the median case, as large as the device trains"
+    px,z = max(fs['in-plane spacing (mm)']['median'], _held_pixel(cache)),fs['slice spacing (mm)']['median']
+    med = (fs['slices']['median'], fs['field of view (mm)']['median']/px, fs['field of view (mm)']['median']/px)
+    cap = MAX_PATCH3D.get(dev, MAX_PATCH3D['cpu'])
+    if size: cap = (min(cap[0], int(size)), int(size), int(size))
+    want = [min(c, max(16, int(math.ceil(m/8))*8)) for c,m in zip(cap, med)]
+    patch = list(probe_patch3d(want, device or 'cuda')) if dev=='cuda' else want
+    choose('spacing', None, f"full resolution: the cache's voxels ({px:.3g} mm in plane, {z:.3g} mm apart)")
+    choose('size', patch, f"the median case ({med[0]:.0f} x {med[1]:.0f} x {med[2]:.0f} voxels) rounded up to "
+           f"multiples of 8, at most {tuple(cap)}" + ("; halved where a step overfilled the GPU" if patch!=want else
+                                                      ""))
+    choose('mode', 'patch', "patches drawn from whole volumes, half centred on foreground; a scan is segmented by "
+           "Gaussian-weighted sliding windows")
+    choose('context', 1, "a 3D patch sees its neighbouring slices itself")
+    _choose_intensity(cache, train_cases, choose)
+    choose('tumour_stage', None, "one 3D stage at full resolution")
+    choose('aug', '3d', "the package's 3D augmentation (`data3d.RandAffine3D`: flips, turns, rotation, scaling, shifts)")
+    choose('bs', BS_3D, "nnU-Net's 3D batch size: the patch, not the batch, takes the memory")
+    choose('arch', 'unet3d', "the 3D U-Net (four levels, 32 to 256 channels), without deep supervision")
+    _epochs(choose, budget)
+
+def _plan_2d(fs:dict, cache, train_cases, ch:dict, choose, dev:str, device, size, budget, tumour_stage) -> None:
+    "The 2.5D configuration: pixel spacing, patch, context, intensity, tumour stage, network, sampling"
     target,cap,why = _plan_spacing(fs, cache, dev, size)
     choose('spacing', target, why)
     side = fs['field of view (mm)']['median']/target
@@ -193,10 +248,7 @@ def make_plan(cache, # a prepared cache
     thick = fs['slice spacing (mm)']['median']
     choose('context', 3 if thick <= 5 else 1, f"median slice spacing {thick:.3g} mm: " +
            ("neighbours show the same structures (2.5D)" if thick <= 5 else "too thick for neighbours to help"))
-    norm = CTNorm.fit(foreground_sample(cache, train_cases))
-    choose('intensity', norm.config,
-           f"clip to the training foreground's 0.5/99.5 percentiles ({norm.lo:.0f}, {norm.hi:.0f} HU), "
-           f"z-score with its mean {norm.mean:.0f} HU and std {norm.std:.0f} HU")
+    _choose_intensity(cache, train_cases, choose)
     choose('tumour_stage', *_plan_tumour_stage(fs, cache, target, cap, tumour_stage))
     man = load_manifest(cache)
     _plan_network(ch, choose, int(man['case'].isin(set(train_cases)).sum()), dev, device,
@@ -206,6 +258,27 @@ def make_plan(cache, # a prepared cache
            ("drawn in a third of each epoch (nnU-Net's foreground oversampling)" if share < 1/3
             else "no oversampling needed"))
     choose('fg_share', 1/3, "nnU-Net forces a third of its patches to contain foreground")
+
+def make_plan(cache, # a prepared cache
+              train_cases, # the training cases: the only ones whose statistics the plan uses
+              device=None, # the device that will train (default: CUDA if available, else the CPU)
+              size:int|None=None, # the largest patch side (default: `MAX_SIDE` of the device; 3D: `MAX_PATCH3D`)
+              budget:float|None=None, # training time budget in seconds (the encoder is then measured, the epochs fitted
+                                      # by `train`)
+              tumour_stage:bool|None=None, # True/False: a second, tumour stage or not (None: the plan decides)
+              dims:int|None=None, # 3: 3D patches, 2: 2.5D slices (None: the plan decides; 3D only on a GPU)
+             )->dict:
+    "The `auto` recipe's configuration for `cache`, from the fingerprint of `train_cases` and the machine, with reasons"
+    train_cases = sorted(map(str, train_cases))
+    if not train_cases: raise LitsError(f"{cache}: no training cases to plan on")
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')).type
+    fs,ch = fingerprint_summary(cache, train_cases),{}
+    def choose(k, v, why): ch[k] = {'value': v, 'why': why}
+    choose('dims', *_plan_dims(fs, dev, dims))
+    if ch['dims']['value']==3:
+        if tumour_stage: raise ValueError("a tumour stage is a choice of the 2.5D plan, not of dims=3")
+        _plan_3d(fs, cache, train_cases, choose, dev, device, size, budget)
+    else: _plan_2d(fs, cache, train_cases, ch, choose, dev, device, size, budget, tumour_stage)
     choose('postprocess', None,
            "chosen after training on the validation cases (nnU-Net's rule), stored in the model file")
     return {'format': PLAN_FORMAT, 'cache': str(cache), 'device': dev, 'budget_s': budget, 'train_cases': train_cases,

@@ -26,7 +26,7 @@ from .data3d import volume_dls
 from .modelfile import save_model_file, model_contract, Cascade
 from .learner import build_learner, resume_from, trim_history, EpochCheckpoint
 from .postprocess import choose_postprocess
-from .inference import predict_slices, as_model
+from .inference import predict_slices, predict_volume3d, as_model
 from .plots import plot_training_curves, save_figure
 from .tracking import tracking_callbacks
 from .plan import make_plan, plan_recipe, parse_budget, TUMOUR_SHARE
@@ -138,8 +138,10 @@ def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     test_cases = sp.test_cases
     tr,va = sp.cases(cache)
     recipe_kw = dict(recipe_kw or {})
-    plan = make_plan(cache, tr, size=size, budget=budget, tumour_stage=recipe_kw.pop('tumour_stage', None))
-    kw = {**({'size': int(size)} if size is not None else {}), **recipe_kw}   # None values count too
+    plan = make_plan(cache, tr, size=size, budget=budget, tumour_stage=recipe_kw.pop('tumour_stage', None),
+                     dims=recipe_kw.pop('dims', None))
+    flat = plan['choices']['dims']['value']==2                  # a 3D plan's patch is already within `size`
+    kw = {**({'size': int(size)} if size is not None and flat else {}), **recipe_kw}   # None values count too
     r = replace(plan_recipe(plan, epochs=epochs, bs=bs), **kw)
     said = [f"{k} {getattr(r, k)!r} (plan: {plan['choices'][k]['value']!r})" for k in ('epochs', 'size', 'bs')
             if plan['choices'][k]['value'] is not None and getattr(r, k)!=plan['choices'][k]['value']]
@@ -195,7 +197,8 @@ def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract
             sx,sy,sz = (float(man.loc[case, f'spacing_{a}']) for a in 'xyz')
             aff = np.diag([sx, sy, sz, 1.])
             for sub,tta in [('pred', False), ('flip', True)][:1+flips]:
-                lab = predict_slices(m, c, img, tta=tta, spacing=(sy, sx), pbar=False)
+                lab = (predict_volume3d(m, c, img, tta=tta) if c.get('dims')==3 else
+                       predict_slices(m, c, img, tta=tta, spacing=(sy, sx), pbar=False))
                 save_nifti(from_slices(lab), folder/sub/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
             save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff,
                        canonical=False)

@@ -103,6 +103,10 @@ def test_tumour_stage_trains_a_cascade_that_lits_predict_replays(synth_data, syn
     assert mask.shape == src.shape and np.allclose(mask.affine, src.affine) and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
     p = run('lits-train', synth_cache, '--arch', 'ltnet', '--tumour-stage', ok=False)
     assert '--tumour-stage is a choice of --arch auto' in p.stderr and 'Traceback' not in p.stderr
+    p = run('lits-train', synth_cache, '--arch', 'ltnet', '--dims', 3, ok=False)
+    assert '--dims is a choice of --arch auto' in p.stderr and 'Traceback' not in p.stderr
+    p = run('lits-train', synth_cache, '--arch', 'auto', '--dims', 4, ok=False)
+    assert '--dims 4: 2 (2.5D slices) or 3 (3D patches)' in p.stderr and 'Traceback' not in p.stderr
 
 
 def test_train_rejects_a_missing_folder(tmp_path):
@@ -206,7 +210,8 @@ def test_progress_in_a_pipe_prints_plain_lines(synth_data, synth_cache, tmp_path
 @pytest.mark.parametrize('kind,args', [
     ('2.5D auto: plan, oversampling, augmentation', ['--arch', 'auto', '--size', 32, '--epochs', 2, '--bs', 4]),
     ('2D hybrid: albumentations', ['--arch', 'hybrid', '--size', 32, '--epochs', 1, '--bs', 4]),
-    ('3D U-Net: random patches, 3D augmentation', ['--arch', 'unet3d', '--size', 32, '--epochs', 1, '--bs', 2])],
+    ('3D U-Net: random patches, 3D augmentation', ['--arch', 'unet3d', '--size', 32, '--epochs', 1, '--bs', 2]),
+    ('3D auto: the plan\'s 3D patches, flips chosen', ['--arch', 'auto', '--dims', 3, '--size', 32, '--epochs', 1])],
     ids=lambda o: o.split(':')[0] if isinstance(o, str) else None)
 def test_same_seed_same_model_file(kind, args, synth_cache, tmp_path):
     "The same lits-train command run twice (fresh processes, other hash seeds) writes the same model file, byte for byte"
