@@ -233,7 +233,7 @@ def _plan_3d(fs:dict, cache, train_cases, choose, dev:str, device, size:int|None
     choose('context', 1, "a 3D patch sees its neighbouring slices itself")
     _choose_intensity(cache, train_cases, choose)
     choose('tumour_stage', None, "one 3D stage at full resolution")
-    choose('aug', '3d', "the package's 3D augmentation (`data3d.RandAffine3D`: flips, turns, rotation, scaling, shifts)")
+    choose('aug', '3d', "3D augmentation (`data3d.RandAffine3D`: flips, turns, rotation, scaling, shifts)")
     choose('bs', BS_3D, "nnU-Net's 3D batch size: the patch, not the batch, takes the memory")
     choose('arch', 'unet3d', "the 3D U-Net (four levels, 32 to 256 channels), without deep supervision")
     _epochs(choose, budget)
