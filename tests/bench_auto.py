@@ -94,8 +94,8 @@ def _counts(pred:np.ndarray, gt:np.ndarray, target:str) -> dict:
     return out
 
 def dice_table(counts:list) -> dict:
-    "Per-volume mean and global Dice per class from a list of per-volume `_counts`"
-    res = {}
+    "Per-volume mean and global Dice per class from a list of per-volume `_counts` ('cases': each volume's Dice)"
+    res = {'cases': [{k: 1. if p+g==0 else 2*i/(p+g) for k,(i,p,g) in c.items()} for c in counts]}
     for cls in ('liver', 'tumor'):
         cs = [c[cls] for c in counts if cls in c]
         if not cs: res[cls] = (float('nan'), float('nan')); continue

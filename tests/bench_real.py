@@ -24,7 +24,8 @@ its own row follows each model's choice: `auto` measures the flips on its valida
 
 Scores on the test cases, in their stored geometry (`predict_volume` with each model's post-processing and flips): per-volume liver
 Dice (labels 1+2) and tumour Dice (label 2), lesion recall (LiTS rule, IoU > 0.5 after merging, `evaluate.detect_lesions`),
-training seconds and epochs; then the mean and SD over the seeds per system.
+training seconds and epochs (and each seed's liver and tumour Dice per test case); then the mean and SD over the
+seeds per system.
 
     .venv/bin/python tests/bench_real.py                       # auto and bare, 3 seeds, 150 s each
     .venv/bin/python tests/bench_real.py --papers              # the papers' recipes too
@@ -73,7 +74,8 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
         torch.manual_seed(seed); np.random.seed(seed)
         budget = a.budget if a.epochs is None else 1e9
         d, t, tp, ep = B.bare(cache, tr, te, 'Unet', a.bare_encoder, a.size, budget, seed=seed, epochs=a.epochs)
-        return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=float('nan'), train=t, epochs=ep)
+        return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=float('nan'), per_case=per_case(d, te), train=t,
+                    epochs=ep)
     if name in ('auto', 'auto1'):
         kw.update(arch='auto', recipe={**(recipe_kw or {}), **({'tumour_stage': False} if name=='auto1' else {})} or None)
         if a.auto_size: kw['size'] = a.auto_size
@@ -95,7 +97,13 @@ def score(model, data:Path, test:list, tta=None) -> dict:
         r = detect_lesions(pred==2, gt==2)
         det, n = det + r['n_detected'], n + r['n_gt_lesions']
     d = B.dice_table(counts)
-    return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=det/n if n else float('nan'))
+    return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=det/n if n else float('nan'),
+                per_case=per_case(d, test))
+
+def per_case(d:dict, test:list) -> str:
+    "Each test case's liver/tumour Dice from a `dice_table`"
+    return ' '.join(f"{c} {v.get('liver', math.nan):.3f}/{v.get('tumor', math.nan):.3f}"
+                    for c,v in zip(test, d['cases']))
 
 def ensemble_rows(rows:list, data:Path, test:list) -> list:
     "One row per system trained with several seeds: its seeds' models averaged (`lits-predict` on an ensemble folder)"
@@ -171,7 +179,8 @@ def main(argv=None):
                 r = run_system(name, cache, data, split, seed, tmp, a, rk)
                 rows.append(dict(system=name, seed=seed, **r))
                 print(f"{name:<14} seed {seed}  liver {r['liver']:.3f}  tumour {r['tumor']:.3f}  lesion recall {r['recall']:.2f}  "
-                      f"train {r['train']:.0f} s  epochs {float(r['epochs']):.1f}", flush=True)
+                      f"train {r['train']:.0f} s  epochs {float(r['epochs']):.1f}  "
+                      f"per case (liver/tumour) {r.get('per_case', '-')}", flush=True)
         extra = tta_rows(rows, data, split[2]) if a.tta else []
         if a.ensemble: extra += ensemble_rows(rows, data, split[2])
         rows += extra
