@@ -33,10 +33,10 @@ from .split import split_cases, split_kwargs, Split
 
 # %% auto #0
 __all__ = ['MASK_COLORS', 'SELECTIONS', 'mask_overlay', 'TensorLitsMask', 'context_index', 'as_hw', 'resize_chw', 'slice_input',
-           'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'AlbumentationsTransform', 'LitsTypes',
-           'slice_augs', 'fit_hist_bins', 'fit_intensity', 'Prep', 'SlicePrep', 'liver_box', 'SliceRef', 'plane_shape',
-           'SliceGetter', 'MaskGetter', 'PlanCrop', 'segmentation_datablock', 'slice_datablock', 'slice_dls',
-           'block_dataloaders', 'case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table',
+           'select_slices', 'slice_weights', 'hybrid_augs', 'auto_augs', 'seed_augs', 'AlbumentationsTransform',
+           'LitsTypes', 'slice_augs', 'fit_hist_bins', 'fit_intensity', 'Prep', 'SlicePrep', 'liver_box', 'SliceRef',
+           'plane_shape', 'SliceGetter', 'MaskGetter', 'PlanCrop', 'segmentation_datablock', 'slice_datablock',
+           'slice_dls', 'block_dataloaders', 'case_key', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table',
            'patient_split', 'case_splitter', 'resolve_split', 'without_cases', 'limit_cases', 'split_cases',
            'split_kwargs']
 
@@ -141,7 +141,7 @@ def hybrid_augs(seed:int|None=None, # seed of albumentations' random generator (
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')   # no network check at import
     import albumentations as A
     c = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)
-    return A.Compose([
+    aug = A.Compose([
         A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.3), A.Rotate(limit=25, p=0.5, **c),
         A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-45, 45), p=0.5, **c),
         A.ElasticTransform(alpha=1, sigma=50, p=0.3, **c),
@@ -149,7 +149,8 @@ def hybrid_augs(seed:int|None=None, # seed of albumentations' random generator (
         A.GaussNoise(std_range=(10**.5/255, 50**.5/255), p=0.3), A.GaussianBlur(blur_limit=(3, 7), p=0.2),
         A.CoarseDropout(num_holes_range=(1, 8), hole_height_range=(0.03, 0.12), hole_width_range=(0.03, 0.12), fill=0,
                         p=0.3),
-    ], seed=seed)
+    ])
+    return aug if seed is None else seed_augs(aug, random.Random(seed))
 
 def auto_augs(noise_std:float=0.04, # largest standard deviation of the Gaussian noise, on the [0, 1] scale
               seed:int|None=None, # seed of albumentations' random generator (None: random)
@@ -158,13 +159,24 @@ def auto_augs(noise_std:float=0.04, # largest standard deviation of the Gaussian
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
     import albumentations as A
     c = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)
-    return A.Compose([
+    aug = A.Compose([
         A.Affine(rotate=(-180, 180), p=0.2, **c), A.Affine(scale=(0.7, 1.4), p=0.2, **c),
         A.RandomGamma(gamma_limit=(70, 150), p=0.3),                # on values still in [0, 1]: noise may leave them
         A.GaussNoise(std_range=(0, noise_std), p=0.1), A.GaussianBlur(sigma_limit=(0.5, 1.), blur_limit=0, p=0.2),
         A.MultiplicativeNoise(multiplier=(0.75, 1.25), per_channel=False, elementwise=False, p=0.15),
         A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.25, p=0.15),
-        A.Downscale(scale_range=(0.5, 1.), p=0.25), A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], seed=seed)
+        A.Downscale(scale_range=(0.5, 1.), p=0.25), A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    return aug if seed is None else seed_augs(aug, random.Random(seed))
+
+def seed_augs(aug, # an albumentations pipeline or transform
+              rng=random, # where the seeds come from: Python's `random` (which `set_seed` sets), or a `random.Random`
+             ):
+    """Seed `aug` and each transform in it with its own seed from `rng`. albumentations' `set_random_seed` gives every
+    transform of a pipeline the pipeline's seed, so all of them draw the same numbers: each would then be applied
+    exactly when the others with the same probability are (both mirrorings or neither)"""
+    aug.set_random_seed(rng.getrandbits(32))
+    for t in getattr(aug, 'transforms', ()): seed_augs(t, rng)
+    return aug
 
 class AlbumentationsTransform(ItemTransform):
     "Apply an albumentations pipeline to an (image, mask) item of the training set, image and mask together"
@@ -173,8 +185,7 @@ class AlbumentationsTransform(ItemTransform):
                  lo:float=0., hi:float=1., # the input's range, mapped to [0, 1] for `aug` and back (e.g. z-scores)
                 ): super().__init__(); self.aug,self.lo,self.hi = aug,float(lo),float(hi)
     def encodes(self, x):
-        self.aug.set_random_seed(random.getrandbits(32))   # from Python's generator, which `set_seed` and each loader
-                                                           # worker seed
+        seed_augs(self.aug)            # from Python's generator, which `set_seed` and each loader worker seed
         img,msk = x[0],x[1]
         a = img.numpy().transpose(1, 2, 0)
         if (self.lo, self.hi)!=(0., 1.): a = np.clip((a - self.lo) / (self.hi - self.lo), 0, 1)  # float32 may step out
