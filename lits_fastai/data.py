@@ -154,18 +154,22 @@ def hybrid_augs(seed:int|None=None, # seed of albumentations' random generator (
 
 def auto_augs(noise_std:float=0.04, # largest standard deviation of the Gaussian noise, on the [0, 1] scale
               seed:int|None=None, # seed of albumentations' random generator (None: random)
+              rotate:float=180, # largest rotation in degrees (180: any angle, as nnU-Net)
+              mirror:str='hv', # mirror axes: 'h' left-right, 'v' front-back, '' none (nnU-Net mirrors both)
              ):
     "nnU-Net's 2D augmentation set as an albumentations `Compose`, for images scaled to [0, 1]"
+    if set(mirror) - set('hv'): raise ValueError(f"mirror {mirror!r}: give the axes to mirror as 'h', 'v', 'hv' or ''")
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
     import albumentations as A
     c = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)
     aug = A.Compose([
-        A.Affine(rotate=(-180, 180), p=0.2, **c), A.Affine(scale=(0.7, 1.4), p=0.2, **c),
+        A.Affine(rotate=(-rotate, rotate), p=0.2, **c), A.Affine(scale=(0.7, 1.4), p=0.2, **c),
         A.RandomGamma(gamma_limit=(70, 150), p=0.3),                # on values still in [0, 1]: noise may leave them
         A.GaussNoise(std_range=(0, noise_std), p=0.1), A.GaussianBlur(sigma_limit=(0.5, 1.), blur_limit=0, p=0.2),
         A.MultiplicativeNoise(multiplier=(0.75, 1.25), per_channel=False, elementwise=False, p=0.15),
         A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.25, p=0.15),
-        A.Downscale(scale_range=(0.5, 1.), p=0.25), A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+        A.Downscale(scale_range=(0.5, 1.), p=0.25)]
+        + [A.HorizontalFlip(p=0.5)]*('h' in mirror) + [A.VerticalFlip(p=0.5)]*('v' in mirror))
     return aug if seed is None else seed_augs(aug, random.Random(seed))
 
 def seed_augs(aug, # an albumentations pipeline or transform

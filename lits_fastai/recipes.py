@@ -33,6 +33,7 @@ class Recipe:
     intensity: dict = field(default_factory=lambda: {'kind': 'window', 'windows': [[150, 30]]}) # intensity contract
     aug: str|None = 'fastai' # 'fastai' (aug_transforms), 'hybrid' (albumentations list of the hybrid paper), 'auto'
                              # (nnU-Net's 2D set), '3d', or None
+    aug_kwargs: dict = field(default_factory=dict) # 2D: arguments of the augmentation set (e.g. `auto_augs`' `mirror`)
     select: str = 'all' # slice selection: 'all', 'liver' (slices with liver), 'balanced', 'oversample' (tumour slices
                         # in the share `fg_share`)
     fg_share: float = 1/3 # share of tumour slices per epoch with select 'oversample'
