@@ -54,8 +54,8 @@ def recipe_dls(cache, # a prepared cache
     if slice_split: split['slice_split'] = True
     if r.dims==2:
         return slice_dls(cache, size=r.size, bs=r.bs, intensity=r.intensity, context=r.context, select=r.select,
-                         aug=r.aug, aug_kwargs=r.aug_kwargs or None, max_cases=r.max_cases, num_workers=num_workers, spacing=r.spacing,
-                         fg_share=r.fg_share, box=r.box, **split)
+                         aug=r.aug, aug_kwargs=r.aug_kwargs or None, max_cases=r.max_cases, num_workers=num_workers,
+                         spacing=r.spacing, fg_share=r.fg_share, box=r.box, **split)
     target = 'multiclass' if r.target=='multiclass' else r.target
     return volume_dls(cache, size=tuple(r.size), mode=r.mode, target=target, bs=r.bs, intensity=r.intensity,
                       max_cases=r.max_cases, aug=r.aug=='3d', num_workers=num_workers, **split)
