@@ -235,14 +235,15 @@ def lits_export(model:str, # model file (.safetensors) from lits-train, or its r
     print(f"wrote {fn} ({c['arch']}, input {['batch', *input_shape(c)[1:]]}, {fn.stat().st_size/2**20:.1f} MB)")
 
 # %% ../nbs/40_cli.ipynb #f897378a
-def _train_run(data, out=None, **kwargs):
-    "`train(data, out=out, **kwargs)` for `lits-train`: one-line errors, the model file said once"
+def _train_run(data, out=None, n_folds=None, **kwargs):
+    "`train(data, out=out, **kwargs)` (`train_folds` given `n_folds`) for `lits-train`: one-line errors, the file said"
     import torch
     from fastai.torch_core import rank_distrib, distrib_barrier
-    from lits_fastai.train import train, is_distributed
+    from lits_fastai.train import train, train_folds, is_distributed
     with cli_errors('lits-train', out=out or 'runs', catch=(KeyError, OSError)):
-        learn, fn = train(data, out=out, **kwargs)
-    if rank_distrib()==0: print(f"model file: {fn}")
+        if n_folds: fn = train_folds(data, n_folds=n_folds, out=out, **{k: v for k,v in kwargs.items() if k!='resume'})
+        else: learn, fn = train(data, out=out, **kwargs)
+    if rank_distrib()==0: print(f"{'ensemble' if n_folds else 'model file'}: {fn}")
     if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
 
 def _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims=None) -> tuple:
@@ -257,6 +258,12 @@ def _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims=None) ->
     plan = {**({'arch': f"smp:Unet:{encoder}"} if encoder else {}), **({'tumour_stage': True} if tumour_stage else {}),
             **({'dims': dims} if dims else {})}
     return arch, plan or recipe                                      # a dict changes the plan
+
+def _check_ensemble_flags(ensemble_folds, folds, valid_cases, valid_pct, resume):
+    "Exit with one line where a flag contradicts `--ensemble-folds`, whose runs are each validated on their fold"
+    bad = [f for f,v in (('--folds', folds), ('--valid-cases', valid_cases), ('--valid-pct', valid_pct is not None),
+                         ('--resume', resume)) if v]
+    if ensemble_folds and bad: sys.exit(f"lits-train: --ensemble-folds validates each run on its fold, not {bad[0]}")
 
 @cli_compat
 @call_parse
@@ -282,24 +289,24 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                budget:str=None, # time budget, e.g. 2h or 90m: the epochs a measured epoch allows (--epochs wins)
                tumour_stage:bool=False, # with --arch auto: a second stage segmenting in the located liver's box
                dims:int=None, # with --arch auto: 3 for 3D patches, 2 for 2.5D slices (default: the plan's choice)
+               ensemble_folds:int=None, # K runs validated on K patient folds, one ensemble (nnU-Net's final model)
               ):
     "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
     from lits_fastai.split import Split
     from lits_fastai.plan import parse_budget
-    pre = parse_pretrained(pretrained, 'lits-train')
-    mk = {'arch': encoder} if encoder and arch=='ltnet' else None
+    pre,mk = parse_pretrained(pretrained, 'lits-train'),({'arch': encoder} if encoder and arch=='ltnet' else None)
     with cli_errors('lits-train: --budget', catch=ValueError): budget = parse_budget(budget)
     arch,recipe = _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims)
+    _check_ensemble_flags(ensemble_folds, folds, valid_cases, valid_pct, resume)
     if folds:                                   # cross-validation of this one system: lits-compare's machinery
         lits_compare_main(data, archs=arch, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds,
-                          fold=fold, out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre,
-                          resume=resume, seed=seed, cache=cache, model_kwargs={arch: mk} if mk else None,
-                          prog='lits-train')
+                          fold=fold, out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre, resume=resume,
+                          seed=seed, cache=cache, model_kwargs={arch: mk} if mk else None, prog='lits-train')
         return
     sp = Split(valid_pct=valid_pct, valid_cases=parse_cases(valid_cases), max_cases=max_cases, seed=seed,
                test_cases=parse_cases(test_cases))
     _train_run(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, split=sp, pretrained=pre, out=out,
-               resume=resume, cache=cache, model_kwargs=mk, log=log, budget=budget)
+               cache=cache, model_kwargs=mk, log=log, budget=budget, resume=resume, n_folds=ensemble_folds)
 
 # %% ../nbs/40_cli.ipynb #c5e9bbf7
 def compare_flags(folds=None, fold=None, test_cases=None, valid_cases=None, test_pct=None, valid_pct=None,

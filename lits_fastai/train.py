@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_train.ipynb #c86c2292
 from __future__ import annotations
-import itertools, os, sys, time, shutil
+import itertools, json, os, sys, time, shutil
 from dataclasses import replace
 from types import SimpleNamespace
 import torch.nn as nn
@@ -26,14 +26,14 @@ from .data3d import volume_dls
 from .modelfile import save_model_file, model_contract, Cascade
 from .learner import build_learner, resume_from, trim_history, EpochCheckpoint
 from .postprocess import choose_postprocess
-from .inference import predict_slices, predict_volume3d, as_model
+from .inference import predict_slices, predict_volume3d, as_model, write_ensemble
 from .plots import plot_training_curves, save_figure
 from .tracking import tracking_callbacks
 from .plan import make_plan, plan_recipe, parse_budget, TUMOUR_SHARE
 
 # %% auto #0
 __all__ = ['HEADROOM', 'recipe_dls', 'is_distributed', 'init_distributed', 'to_distributed', 'time_epoch',
-           'choose_valid_postprocess', 'EpochBudget', 'train']
+           'choose_valid_postprocess', 'choose_oof_postprocess', 'EpochBudget', 'train', 'train_folds']
 
 # %% ../nbs/24_train.ipynb #96fa13ed
 def recipe_dls(cache, # a prepared cache
@@ -181,6 +181,28 @@ def time_epoch(learn, # a `Learner` ready to fit
             sync(); tv.append(time.perf_counter() - t0); t0 = time.perf_counter()
     return t*len(dl) + (float(np.mean(tv)) if tv else t/3)*len(learn.dls.valid)
 
+def _valid_predictions(m, c, cache, cases, folder:Path, flips:bool):
+    "Write model `(m, c)`'s segmentations of `cases` (`pred/`, and averaged over flips `flip/`) and labels (`gt/`)"
+    man = load_manifest(cache).drop_duplicates('case').set_index('case')
+    for case in cases:
+        img,lbl = open_case(cache, case)
+        sx,sy,sz = (float(man.loc[case, f'spacing_{a}']) for a in 'xyz')
+        aff = np.diag([sx, sy, sz, 1.])
+        for sub,tta in [('pred', False), ('flip', True)][:1+flips]:
+            lab = (predict_volume3d(m, c, img, tta=tta) if c.get('dims')==3 else
+                   predict_slices(m, c, img, tta=tta, spacing=(sy, sx), pbar=False))
+            save_nifti(from_slices(lab), folder/sub/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
+        save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
+
+def _choose_on(runs, cache, folder, flips:bool) -> dict:
+    "`choose_postprocess` on the predictions of each `((module, contract), cases)` in `runs`, made in `folder`"
+    folder = Path(folder)
+    try:
+        for (m,c),cases in runs: _valid_predictions(m, c, cache, cases, folder, flips)
+        return choose_postprocess(folder/'pred', folder/'gt', c.get('target', 'multiclass'),
+                                  flipped=folder/'flip' if flips else None)
+    finally: shutil.rmtree(folder, ignore_errors=True)
+
 def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract)` (a `Cascade`)
                              cache, # the cache it trained on
                              cases, # the validation cases
@@ -189,22 +211,17 @@ def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract
                             )->dict: # `postprocess.choose_postprocess`'s result
     "Flips at test time and post-processing steps that raise the mean per-case Dice of the validation `cases`"
     dev = next((learn.model if hasattr(learn, 'dls') else learn[0]).parameters()).device
-    (m,c),folder = as_model(learn, dev),Path(folder)
-    man = load_manifest(cache).drop_duplicates('case').set_index('case')
-    try:
-        for case in cases:
-            img,lbl = open_case(cache, case)
-            sx,sy,sz = (float(man.loc[case, f'spacing_{a}']) for a in 'xyz')
-            aff = np.diag([sx, sy, sz, 1.])
-            for sub,tta in [('pred', False), ('flip', True)][:1+flips]:
-                lab = (predict_volume3d(m, c, img, tta=tta) if c.get('dims')==3 else
-                       predict_slices(m, c, img, tta=tta, spacing=(sy, sx), pbar=False))
-                save_nifti(from_slices(lab), folder/sub/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
-            save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff,
-                       canonical=False)
-        return choose_postprocess(folder/'pred', folder/'gt', c.get('target', 'multiclass'),
-                                  flipped=folder/'flip' if flips else None)
-    finally: shutil.rmtree(folder, ignore_errors=True)
+    return _choose_on([(as_model(learn, dev), cases)], cache, folder, flips)
+
+def choose_oof_postprocess(runs, # (model file, its validation cases) of each fold
+                           cache, # the cache they trained on
+                           folder, # where to write the predictions and labels (removed afterwards)
+                           flips:bool=True, # also weigh flips at test time
+                           device=None, # torch device (default: CUDA if available)
+                          )->dict: # `postprocess.choose_postprocess`'s result
+    "Flips and post-processing steps chosen on the out-of-fold predictions: each fold's model on its own validation"
+    return _choose_on([(as_model(f, device), cases) for f,cases in runs], cache, folder, flips)
+
 
 # %% ../nbs/24_train.ipynb #666d2343
 class EpochBudget(Callback):
@@ -358,3 +375,44 @@ def train(data, # raw LiTS-style folder or prepared cache
     model_file = _finish(learn, cache, out, plan, main, locator if stage2 else None)
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file
+
+# %% ../nbs/24_train.ipynb #e44fc765
+_FOLD_SHARED = ('dims', 'spacing', 'size', 'context', 'arch', 'bs')   # the later folds of `auto` keep the first's
+
+def _fold_recipe(recipe, plan:dict) -> dict:
+    "`auto`'s recipe for the folds after the first: the first fold's network and input (`plan`), the caller's changes"
+    ch,mine = plan['choices'],(recipe if isinstance(recipe, dict) else {})
+    return {**{k: ch[k]['value'] for k in _FOLD_SHARED if k in ch},
+            'tumour_stage': bool(ch.get('tumour_stage', {}).get('value')), **mine}
+
+def train_folds(data, # raw LiTS-style folder or prepared cache
+                arch:str='auto', # model name in `MODELS`, or 'auto'
+                n_folds:int=5, # patient folds of the cases outside the test set: one run validated on each
+                out=None, # the ensemble folder (default runs/<arch>_folds): fold_<k>/ runs, members, ensemble.json
+                budget=None, # training time of all the folds: seconds or a duration like '2h' (`epochs` wins)
+                recipe:str|Recipe|dict|None=None, # as `train`'s
+                split:Split|None=None, # test cases, seed, max_cases (the folds are the validation)
+                cache=None, # where to cache a raw `data` folder
+                progress:bool=True, # show progress bars
+                **kw, # `train`'s other arguments: the scale (epochs, size, bs), pretrained, model_kwargs, log
+               )->Path: # the ensemble folder
+    "nnU-Net's final model: a `train` run per fold of the non-test cases, one ensemble post-processed out of fold"
+    t0,budget = time.monotonic(),parse_budget(budget)
+    sp = replace(Split.of(split, **{k: kw.pop(k) for k in list(kw) if k in Split.__dataclass_fields__}),
+                 n_folds=n_folds, valid_cases=None, valid_pct=None)
+    out,cache = Path(out or Path('runs')/f"{arch.replace(':', '_')}_folds"),_run_cache(data, cache, progress)
+    runs = []
+    for k in range(n_folds):
+        r = _fold_recipe(recipe, json.loads((out/'fold_0'/'plan.json').read_text())) if arch=='auto' and k else recipe
+        left = None if budget is None else (t0 + budget - time.monotonic())/(n_folds - k)
+        if progress: print(f"fold {k} of {n_folds}" + (f" ({left:.0f} s)" if left else ''), flush=True)
+        learn,mf = train(cache, arch, recipe=r, split=replace(sp, fold=k), out=out/f'fold_{k}', budget=left,
+                         progress=progress, **kw)
+        runs.append((mf, list(learn.dls.valid_cases)))
+    if rank_distrib(): return out
+    chosen = choose_oof_postprocess(runs, cache, out/'oof')
+    write_json(out/'postprocess.json', chosen)
+    return write_ensemble(out, [f for f,_ in runs], chosen['postprocess'], tta=chosen['tta'],
+                          postprocess_chosen_on=f"out-of-fold predictions of {len(chosen['cases'])} cases",
+                          folds=[cases for _,cases in runs])
+

@@ -115,8 +115,10 @@ def predictions(model, data:Path, test:list, post=True, tta=None):
                np.asarray(nib.load(str(data/'segmentations'/f'segmentation-{c}.nii')).dataobj))
 
 def model_target(model) -> str:
-    "The target of a model file, or of an ensemble's first member"
+    "The target of a model file, or of an ensemble's (a list or an ensemble folder) first member"
     from lits_fastai.learner import read_contract
+    from lits_fastai.inference import ensemble_files
+    if not isinstance(model, list) and Path(model).is_dir(): model = ensemble_files(model)[0]
     return read_contract(model[0] if isinstance(model, list) else model).get('target', 'multiclass')
 
 def score_model(model_file, data:Path, test:list, post=True) -> tuple:

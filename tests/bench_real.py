@@ -12,6 +12,9 @@ slabs: they are scored once per run.
 Systems, each given the same training budget (`--budget` seconds; `--epochs N` trains every system N epochs instead):
 - `auto`: `train(cache, 'auto', budget=...)`, the package's plan (`--auto-size S`: its largest patch side, as
   `lits-train --size S`: below the median slice the plan coarsens the pixel and adds a tumour stage);
+- with `--folds K`, `auto` is `train_folds(cache, 'auto', n_folds=K)` instead: K runs on patient folds of the training
+  and validation cases together, each validated on its fold, as one ensemble post-processed out of fold (nnU-Net's final
+  model; the budget shared by the folds), and the bare loop trains on all those cases too;
 - `auto1`: the same plan with its tumour stage refused (`recipe={'tumour_stage': False}`): one stage at the coarse pixel;
 - `bare`: plain PyTorch, segmentation-models-pytorch U-Net with `--bare-encoder` (default resnet50) from scratch, the liver
   window W150/L30, cross-entropy, Adam 1e-3, no augmentation, no post-processing (`bench_auto.bare`);
@@ -32,6 +35,7 @@ seeds per system.
     .venv/bin/python tests/bench_real.py --data phantom        # the same on realistic phantom cases
     .venv/bin/python tests/bench_real.py --only auto --recipe-kw '{"aug": null}'   # a variant of auto
     .venv/bin/python tests/bench_real.py --only auto,auto1 --auto-size 64  # the tumour stage against one coarse stage
+    .venv/bin/python tests/bench_real.py --folds 3 --epochs 20  # auto as an ensemble of 3 folds, every labelled case trains
 
 Not collected by pytest (the file name does not start with test_); nothing in the package depends on `../shared/real`.
 """
@@ -73,9 +77,11 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
     if name=='bare':
         torch.manual_seed(seed); np.random.seed(seed)
         budget = a.budget if a.epochs is None else 1e9
-        d, t, tp, ep = B.bare(cache, tr, te, 'Unet', a.bare_encoder, a.size, budget, seed=seed, epochs=a.epochs)
+        d, t, tp, ep = B.bare(cache, tr + (va if a.folds else []), te, 'Unet', a.bare_encoder, a.size, budget, seed=seed,
+                              epochs=a.epochs)
         return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=float('nan'), per_case=per_case(d, te), train=t,
                     epochs=ep)
+    if name in ('auto', 'auto1') and a.folds: return fit_folds(name, cache, data, te, seed, tmp, a, recipe_kw)
     if name in ('auto', 'auto1'):
         kw.update(arch='auto', recipe={**(recipe_kw or {}), **({'tumour_stage': False} if name=='auto1' else {})} or None)
         if a.auto_size: kw['size'] = a.auto_size
@@ -85,6 +91,18 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
         if name=='ltnet': kw['model_kwargs'] = {'arch': 'resnet18'}
     mf, t, ep = B.fit(cache, tmp/'runs'/f'{name}-{seed}', a.budget, epochs=a.epochs, **kw)
     return dict(**score(mf, data, te), train=t, epochs=ep, model=mf)
+
+def fit_folds(name, cache, data, test, seed, tmp, a, recipe_kw=None) -> dict:
+    "`auto` (or `auto1`) as `train_folds` over every case but the test cases: dict of scores"
+    from lits_fastai.train import train_folds
+    recipe = {**(recipe_kw or {}), **({'tumour_stage': False} if name=='auto1' else {})} or None
+    t0 = time.perf_counter()
+    ens = train_folds(cache, 'auto', n_folds=a.folds, out=tmp/'runs'/f'{name}-{seed}', epochs=a.epochs, recipe=recipe,
+                      budget=None if a.epochs else a.budget, test_cases=test, seed=seed, pretrained=False, progress=False,
+                      **({'size': a.auto_size} if a.auto_size else {}))
+    t = time.perf_counter() - t0
+    ep = np.mean([len(open(f).read().splitlines()) - 1 for f in sorted(ens.glob('fold_*/history.csv'))])
+    return dict(**score(ens, data, test), train=t, epochs=ep, model=ens)
 
 def score(model, data:Path, test:list, tta=None) -> dict:
     """Liver and tumour Dice, and lesion recall summed over `test` (detected / true lesions), of a model file or an
@@ -151,11 +169,14 @@ def main(argv=None):
     p.add_argument('--bare-encoder', default='resnet50')
     p.add_argument('--shape', default='128x128x32', help='phantom case size')
     p.add_argument('--cases', type=int, default=10, help='phantom cases')
+    p.add_argument('--folds', type=int, default=None, help="auto as an ensemble of this many folds of the training and "
+                   "validation cases (train_folds); the bare loop trains on all of them")
     p.add_argument('--ensemble', action='store_true', help="also score each system's seeds as one ensemble")
     p.add_argument('--tta', action='store_true', help="also score each model never and always flipping at test time")
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--keep', default=None, help='folder to keep data, cache and runs in')
     a = p.parse_args(argv)
+    if a.folds and a.ensemble: p.error('--folds already ensembles each system: not with --ensemble')
     torch.set_num_threads(a.threads); warnings.filterwarnings('ignore')
     print(f"command: python tests/bench_real.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip(), flush=True)
     systems = [o.strip() for o in a.only.split(',') if o.strip()] + (PAPERS if a.papers else [])
@@ -171,7 +192,8 @@ def main(argv=None):
             src = Path(a.data)
             if not (src/'volume-1170.nii.gz').exists(): raise SystemExit(f"{src}: no real LiTS slabs here (volume-1170.nii.gz): use --data phantom")
             data = real_data(src, tmp/'data'); cache = prepare(data, tmp); split = REAL_SPLIT
-        print(f"data: {a.data}; train {split[0]}, valid {split[1]}, test {split[2]}; "
+        print(f"data: {a.data}; " + (f"{a.folds} folds of {split[0] + split[1]}" if a.folds else
+                                      f"train {split[0]}, valid {split[1]}") + f", test {split[2]}; "
               + (f"{a.epochs} epochs" if a.epochs else f"budget {a.budget:g} s") + f" per system; seeds {a.seeds}", flush=True)
         rows = []
         for seed in [int(s) for s in a.seeds.split(',')]:
