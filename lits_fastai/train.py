@@ -376,7 +376,7 @@ def train(data, # raw LiTS-style folder or prepared cache
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file
 
-# %% ../nbs/24_train.ipynb #e44fc765
+# %% ../nbs/24_train.ipynb #b55ad355
 _FOLD_SHARED = ('dims', 'spacing', 'size', 'context', 'arch', 'bs')   # the later folds of `auto` keep the first's
 
 def _fold_recipe(recipe, plan:dict) -> dict:
