@@ -101,7 +101,7 @@ def fit_folds(name, cache, data, test, seed, tmp, a, recipe_kw=None) -> dict:
                       budget=None if a.epochs else a.budget, test_cases=test, seed=seed, pretrained=False, progress=False,
                       **({'size': a.auto_size} if a.auto_size else {}))
     t = time.perf_counter() - t0
-    ep = np.mean([len(open(f).read().splitlines()) - 1 for f in sorted(ens.glob('fold_*/history.csv'))])
+    ep = np.mean([len(f.read_text().splitlines()) - 1 for f in sorted(ens.glob('fold_*/history.csv'))])
     return dict(**score(ens, data, test), train=t, epochs=ep, model=ens)
 
 def score(model, data:Path, test:list, tta=None) -> dict:
