@@ -259,8 +259,11 @@ def _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims=None) ->
             **({'dims': dims} if dims else {})}
     return arch, plan or recipe                                      # a dict changes the plan
 
-def _check_ensemble_flags(ensemble_folds, folds, valid_cases, valid_pct, resume):
-    "Exit with one line where a flag contradicts `--ensemble-folds`, whose runs are each validated on their fold"
+def _check_final_flags(ensemble_folds, refit, folds, valid_cases, valid_pct, resume):
+    "Exit with one line where a flag contradicts `--ensemble-folds` (each run validated on its fold) or `--refit`"
+    if refit and (folds or ensemble_folds):
+        sys.exit(f"lits-train: --refit trains one run on its validation cases too, not "
+                 f"{'--folds' if folds else '--ensemble-folds'}")
     bad = [f for f,v in (('--folds', folds), ('--valid-cases', valid_cases), ('--valid-pct', valid_pct is not None),
                          ('--resume', resume)) if v]
     if ensemble_folds and bad: sys.exit(f"lits-train: --ensemble-folds validates each run on its fold, not {bad[0]}")
@@ -290,21 +293,21 @@ def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                tumour_stage:bool=False, # with --arch auto: a second stage segmenting in the located liver's box
                dims:int=None, # with --arch auto: 3 for 3D patches, 2 for 2.5D slices (default: the plan's choice)
                ensemble_folds:int=None, # K runs validated on K patient folds, one ensemble (nnU-Net's final model)
+               refit:bool=False, # after choosing on the validation cases, train again with them too (a final model)
               ):
     "Train a LiTS segmentation system with its paper's recipe and write a model file, a CSV log and training curves"
-    from lits_fastai.split import Split
-    from lits_fastai.plan import parse_budget
+    from lits_fastai.split import Split; from lits_fastai.plan import parse_budget
     pre,mk = parse_pretrained(pretrained, 'lits-train'),({'arch': encoder} if encoder and arch=='ltnet' else None)
     with cli_errors('lits-train: --budget', catch=ValueError): budget = parse_budget(budget)
     arch,recipe = _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims)
-    _check_ensemble_flags(ensemble_folds, folds, valid_cases, valid_pct, resume)
+    _check_final_flags(ensemble_folds, refit, folds, valid_cases, valid_pct, resume)
     if folds:                                   # cross-validation of this one system: lits-compare's machinery
         lits_compare_main(data, archs=arch, epochs=epochs, size=size, bs=bs, max_cases=max_cases, folds=folds,
                           fold=fold, out=out or str(Path('runs')/arch.replace(':', '_')), pretrained=pre, resume=resume,
                           seed=seed, cache=cache, model_kwargs={arch: mk} if mk else None, prog='lits-train')
         return
     sp = Split(valid_pct=valid_pct, valid_cases=parse_cases(valid_cases), max_cases=max_cases, seed=seed,
-               test_cases=parse_cases(test_cases))
+               test_cases=parse_cases(test_cases), refit=refit)
     _train_run(data, arch=arch, recipe=recipe, epochs=epochs, size=size, bs=bs, split=sp, pretrained=pre, out=out,
                cache=cache, model_kwargs=mk, log=log, budget=budget, resume=resume, n_folds=ensemble_folds)
 

@@ -28,7 +28,7 @@ from .discover import case_sort_key
 from .transforms import TensorSlice, CTNorm, intensity_from_config, freqhist_bins
 from .cache import load_manifest, open_case, check_resolution, foreground_sample
 from .split import case_key, LeakageError, LeakageWarning, check_split, case_table, patient_split
-from .split import case_splitter, slice_splitter, sorted_cases, resolve_split, without_cases, limit_cases
+from .split import case_splitter, slice_splitter, item_splitter, sorted_cases, resolve_split, without_cases, limit_cases
 from .split import split_cases, split_kwargs, Split
 
 # %% auto #0
@@ -400,13 +400,11 @@ class PlanCrop(RandTransform):
 def segmentation_datablock(slices:pd.DataFrame, # the selected slices: case, slice (liver_px, tumor_px for 'balanced')
                            get_x, # `SliceRef` -> `TensorSlice`
                            get_y, # `SliceRef` -> `TensorLitsMask`
-                           valid_cases, # validation case ids (ignored with `slice_split`)
+                           valid_cases, # validation case ids (the split, unless `splitter` is given)
                            select:str='all', # 'balanced' adds training sampling weights
                            aug:str|None='fastai', # 'fastai', 'hybrid', 'auto' or None
                            aug_kwargs:dict|None=None, # arguments of `aug_transforms` / `hybrid_augs` / `auto_augs`
-                           slice_split:bool=False, # split slices at random
-                           valid_pct:float=0.2, # fraction of slices for validation with `slice_split`
-                           seed:int=42, # seed of the slice split
+                           splitter=None, # items -> (train, valid) indices; default `case_splitter(valid_cases)`
                            pre_tfms=None, # item transforms before the augmentation (e.g. `PlanCrop`)
                            fg_share:float=1/3, # share of tumour slices with `select='oversample'`
                           )->DataBlock:
@@ -416,7 +414,7 @@ def segmentation_datablock(slices:pd.DataFrame, # the selected slices: case, sli
     item_tfms,batch_tfms = slice_augs(aug, **({'seed': ak.pop('seed', None)} if aug in ('hybrid', 'auto') else {}),
                                       **ak)
     item_tfms = list(pre_tfms or []) + item_tfms
-    splitter = slice_splitter(valid_pct, seed) if slice_split else case_splitter(valid_cases)
+    splitter = splitter or case_splitter(valid_cases)
     dblock = DataBlock(blocks=(TransformBlock(), TransformBlock(item_tfms=AddMaskCodes(codes=CODES))),
                        get_items=lambda _: items, get_x=get_x, get_y=get_y, splitter=splitter,
                        item_tfms=item_tfms, batch_tfms=batch_tfms, n_inp=1)
@@ -434,13 +432,14 @@ def slice_datablock(cache, # a prepared slice cache
                     slice_split:bool=False, # split slices at random, ignoring patients (leaks; LT-Net paper only)
                     valid_pct:float=0.2, # fraction of slices for validation with `slice_split`
                     seed:int=42, # seed of the slice split
+                    refit:bool=False, # the validation cases train too (`Split.refit`)
                     **kwargs, # `SlicePrep` fields that change `prep` (`size`, `intensity`, `context`, `aug`, ...)
                    )->DataBlock:
     "A DataBlock of preprocessed slices and their masks from `cache`, split by patient"
     p,man = SlicePrep.of(prep, **kwargs),load_manifest(cache)
     # a patch at a spacing is cut, not resized
     check_resolution(cache, p.size if p.spacing is None else None, p.spacing)
-    train_cases,valid_cases = resolve_split(man['case'].unique(), valid_cases, train_cases, slice_split)
+    train_cases,valid_cases = resolve_split(man['case'].unique(), valid_cases, train_cases, slice_split, refit)
     cfg = fit_intensity(p.intensity, cache, train_cases)     # histogram bins or CT normalisation: the training cases'
     slices = select_slices(man, sorted(set(train_cases) | set(valid_cases), key=case_key), p.select)
     if p.box is not None:           # a box is the liver's: slices without liver have none
@@ -450,10 +449,10 @@ def slice_datablock(cache, # a prepared slice cache
     pre = [PlanCrop(sz, p.fg_share)] if p.spacing is not None else []
     dblock = segmentation_datablock(slices, SliceGetter(arrays, cfg, p.context, sz, p.spacing, p.box),
                                     MaskGetter(arrays, sz, p.spacing, p.box), valid_cases, p.select, p.aug, ak,
-                                    slice_split, valid_pct, seed, pre_tfms=pre, fg_share=p.fg_share)
+                                    item_splitter(valid_cases, slice_split, valid_pct, seed, refit), pre, p.fg_share)
     dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg, size=p.size, context=p.context,
                        spacing=p.spacing, box=p.box, n_channels=p.context*intensity_from_config(cfg).n_channels,
-                       select=p.select, aug=p.aug, slice_split=slice_split, source=str(cache))
+                       select=p.select, aug=p.aug, slice_split=slice_split, refit=refit, source=str(cache))
     return dblock
 
 def _auto_range(cfg) -> dict:
@@ -478,7 +477,7 @@ def slice_dls(cache, # a prepared slice cache
     p,sp = SlicePrep.and_split(prep, split, kwargs)
     tr,va = split_cases(cache, **sp)
     dblock = slice_datablock(cache, va, tr, p, slice_split=sp['slice_split'], valid_pct=sp['valid_pct'] or 0.2,
-                             seed=sp['seed'])
+                             seed=sp['seed'], refit=sp['refit'])
     dblock.lits['test_cases'] = sorted_cases(sp['test_cases'] or [])
     return block_dataloaders(dblock, cache, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))
 

@@ -399,7 +399,7 @@ def volume_dls(cache, # a prepared cache (`lits-prepare`)
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))
     dls.train_cases, dls.valid_cases, dls.intensity, dls.size = train_cases, valid_cases, tfm.config, shape
     dls.mode, dls.target, dls.n_channels, dls.dims, dls.context = p.mode, p.target, int(tfm.n_channels), 3, 1
-    dls.test_cases = sorted(map(str, sp['test_cases'] or []), key=case_key)
+    dls.test_cases,dls.refit = sorted(map(str, sp['test_cases'] or []), key=case_key),sp['refit']
     dls.codes = dls.vocab = CODES
     return dls
 

@@ -17,7 +17,7 @@ from fastcore.meta import delegates
 from .core import BadInputError
 from .transforms import TensorSlice, intensity_from_config
 from .discover import case_sort_key
-from .split import split_cases, resolve_split, Split
+from .split import split_cases, resolve_split, item_splitter, Split
 from .data import CODES, SliceRef, TensorLitsMask, context_index, resize_chw, select_slices
 from .data import segmentation_datablock, block_dataloaders, SlicePrep
 
@@ -163,6 +163,7 @@ def png_datablock(table:pd.DataFrame, # from `png_table`
                   slice_split:bool=False, # split slices at random, ignoring patients (leaks)
                   valid_pct:float=0.2, # fraction of slices for validation with `slice_split`
                   seed:int=42, # seed of the slice split
+                  refit:bool=False, # the validation cases train too (`Split.refit`)
                   **kwargs, # `SlicePrep` fields that change `prep` (`size`, `intensity`, `context`, `aug`, ...)
                  )->DataBlock:
     "A DataBlock of PNG slices and their combined masks, split by patient"
@@ -170,7 +171,7 @@ def png_datablock(table:pd.DataFrame, # from `png_table`
     if p.select!='all' and 'liver_px' not in table.columns:
         raise ValueError(f"select={p.select!r} needs mask pixel counts: png_table(..., counts=True)")
     if p.spacing is not None: raise ValueError('PNG slices carry no pixel spacing: give spacing=None')
-    train_cases,valid_cases = resolve_split(table['case'].unique(), valid_cases, train_cases, slice_split)
+    train_cases,valid_cases = resolve_split(table['case'].unique(), valid_cases, train_cases, slice_split, refit)
     cfg = intensity_from_config(PNG_INTENSITY if p.intensity is None else p.intensity)
     if cfg.needs_fit:
         raise ValueError('histogram bins are fitted on cached CT cases; give PNG sets a config with its bins, or '
@@ -179,10 +180,11 @@ def png_datablock(table:pd.DataFrame, # from `png_table`
     cases = _PngCases(table)
     dblock = segmentation_datablock(slices, PngSliceGetter(cases, cfg.config, p.context, p.size),
                                     PngMaskGetter(cases, p.size), valid_cases, p.select, p.aug, p.aug_kwargs,
-                                    slice_split, valid_pct, seed, fg_share=p.fg_share)
+                                    item_splitter(valid_cases, slice_split, valid_pct, seed, refit),
+                                    fg_share=p.fg_share)
     dblock.lits = dict(train_cases=train_cases, valid_cases=valid_cases, intensity=cfg.config, size=p.size,
                        context=p.context, n_channels=p.context*cfg.n_channels, select=p.select, aug=p.aug,
-                       slice_split=slice_split, source='png')
+                       slice_split=slice_split, refit=refit, source='png')
     return dblock
 
 @delegates(split_cases)
@@ -205,6 +207,6 @@ def png_dls(source, # a LiTS-PNG CSV file or folder (see `png_table`), or a tabl
     tr,va = split_cases(table if 'liver_px' in table.columns else list(table['case'].unique()), **sp)
     table = table[table['case'].astype(str).isin(set(tr) | set(va or []))]
     dblock = png_datablock(table, va, tr, p, slice_split=sp['slice_split'], valid_pct=sp['valid_pct'] or 0.2,
-                           seed=sp['seed'])
+                           seed=sp['seed'], refit=sp['refit'])
     dblock.lits['test_cases'] = sorted(map(str, sp['test_cases'] or []), key=case_sort_key)
     return block_dataloaders(dblock, None, bs=bs, num_workers=num_workers, **(dl_kwargs or {}))

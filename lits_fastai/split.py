@@ -14,9 +14,9 @@ from .cache import load_manifest
 
 # %% auto #0
 __all__ = ['case_key', 'PAPER_SPLITS', 'LeakageError', 'LeakageWarning', 'check_split', 'case_table', 'sorted_cases',
-           'patient_split', 'case_splitter', 'slice_splitter', 'resolve_split', 'without_cases', 'limit_cases',
-           'split_cases', 'split_kwargs', 'Split', 'check_fold', 'compare_folds', 'slice_leakage', 'curate_cases',
-           'PaperSplit', 'paper_split']
+           'patient_split', 'case_splitter', 'slice_splitter', 'item_splitter', 'resolve_split', 'without_cases',
+           'limit_cases', 'split_cases', 'split_kwargs', 'Split', 'check_fold', 'compare_folds', 'slice_leakage',
+           'curate_cases', 'PaperSplit', 'paper_split']
 
 # %% ../nbs/04a_split.ipynb #86137545
 class LeakageError(LitsError, ValueError):
@@ -98,12 +98,12 @@ def patient_split(cases_df, # case table (cases.csv), slice manifest, or a list 
     return sorted_cases(train), sorted_cases(valid)
 
 # %% ../nbs/04a_split.ipynb #52b5c819
-def case_splitter(valid_cases):
-    "A splitter sending the items (`SliceRef`s) of `valid_cases` to validation, the others to training"
+def case_splitter(valid_cases, refit:bool=False):
+    "A splitter sending the items (`SliceRef`s) of `valid_cases` to validation, the others to training (all: `refit`)"
     valid = set(map(str, valid_cases))
     def _inner(items): 
         v = np.array([o.case in valid for o in items], bool)
-        return np.where(~v)[0].tolist(), np.where(v)[0].tolist()
+        return np.where(~v | refit)[0].tolist(), np.where(v)[0].tolist()
     return _inner
 
 def slice_splitter(valid_pct, seed):
@@ -113,12 +113,24 @@ def slice_splitter(valid_pct, seed):
         return sorted(idx[m:].tolist()), sorted(idx[:m].tolist())
     return _inner
 
+def item_splitter(valid_cases, # validation case ids
+                  slice_split:bool=False, # split the items at random instead (`slice_splitter`)
+                  valid_pct:float=0.2, # share of the items for validation with `slice_split`
+                  seed:int=42, # seed of the random split
+                  refit:bool=False, # the validation cases' items train too (`Split.refit`)
+                 ): # a splitter: items -> (training indices, validation indices)
+    "A DataLoaders factory's splitter: by case (`case_splitter`), or by item at random with `slice_split`"
+    return slice_splitter(valid_pct, seed) if slice_split else case_splitter(valid_cases, refit)
+
 def resolve_split(cases, # every case id of the data
                   valid_cases=None, # validation case ids
                   train_cases=None, # training case ids (default: the other cases)
                   slice_split:bool=False, # random slice split instead (warns)
+                  refit:bool=False, # the validation cases train too (a final model's refit: `Split.refit`)
                  )->tuple: # (train_cases, valid_cases)
     "Check a patient-level split of `cases`, or set up a slice-level one with a `LeakageWarning`"
+    if slice_split and refit: raise ValueError('refit trains on the validation cases of a patient-level split: '
+                                               'not with slice_split')
     if slice_split:
         if valid_cases is not None: raise ValueError('slice_split splits slices at random: do not give valid_cases')
         warnings.warn('slice_split=True: validation slices have neighbouring slices of the same patients in training, '
@@ -131,8 +143,8 @@ def resolve_split(cases, # every case id of the data
                                                  'slice_split=True')
         valid_cases = sorted_cases(valid_cases)
         if train_cases is None: train_cases = [c for c in cases if c not in set(valid_cases)]
-        train_cases = sorted_cases(train_cases)
-        check_split(train_cases, valid_cases)
+        train_cases = sorted_cases(set(train_cases) | (set(valid_cases) if refit else set()))
+        if not refit: check_split(train_cases, valid_cases)
     missing = sorted(set(train_cases + valid_cases) - set(map(str, cases)), key=case_key)
     if missing: raise ValueError(f"cases not in the data: {missing[:10]}")
     return train_cases, valid_cases
@@ -175,13 +187,17 @@ def split_cases(source, # a prepared cache, or a case table, slice manifest or l
                 seed:int=42, # seed of the split, the case subset and the factories' sampling
                 test_cases=None, # case ids held out entirely: never trained, validated on or used to fit intensities
                 slice_split:bool=False, # split slices at random (leaks patients; LT-Net's paper): all cases train
+                refit:bool=False, # the validation cases train too (a final model's refit, `Split.refit`)
                )->tuple: # (training case ids, validation case ids or None)
     "The patient-level split every DataLoaders factory makes, for code that needs it first (e.g. a plan)"
+    if slice_split and refit: raise ValueError('refit trains on the validation cases of a patient-level split: '
+                                               'not with slice_split')
     tbl = case_table(load_manifest(source) if isinstance(source, (str, os.PathLike)) else source)
     tbl = limit_cases(without_cases(tbl, test_cases, valid_cases), max_cases, valid_cases, seed)
     if slice_split: return tbl['case'].tolist(), None
-    return patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed,
-                         stratify=stratify)
+    tr,va = patient_split(tbl, valid_pct=valid_pct, valid_cases=valid_cases, fold=fold, n_folds=n_folds, seed=seed,
+                          stratify=stratify)
+    return (sorted_cases(tr + va) if refit else tr), va
 
 def split_kwargs(kwargs:dict, # the split arguments a DataLoaders factory was given (its `**kwargs`)
                  but=(), # `split_cases` parameters the factory does not take
@@ -206,6 +222,7 @@ class Split:
     test_cases:list|None=None # case ids held out of the run entirely
     test_pct:float|None=None # share of the cases a comparison holds out for testing (default 0.2; `compare_folds` only)
     slice_split:bool=False # split slices at random instead (leaks patients: a paper's protocol, never a default)
+    refit:bool=False # the validation cases train too: `train` chooses on them first, then trains its final model on all
 
     @classmethod
     def of(cls, split=None, **kwargs) -> Split:
@@ -213,9 +230,9 @@ class Split:
         s = split if isinstance(split, Split) else cls(**(split or {}))
         return replace(s, **kwargs) if kwargs else s
     def kwargs(self, but=()) -> dict:
-        "The fields as `split_cases` keyword arguments (`slice_split` only when set), without those named in `but`"
+        "The fields as `split_cases` keyword arguments (`slice_split`, `refit` only when set), but those in `but`"
         return {k: v for k,v in asdict(self).items()
-                if k not in (*but, 'test_pct') and not (k=='slice_split' and not v)}
+                if k not in (*but, 'test_pct') and not (k in ('slice_split', 'refit') and not v)}
     def cases(self, source) -> tuple:
         "(training case ids, validation case ids) of `source` (see `split_cases`)"
         return split_cases(source, **self.kwargs())

@@ -46,10 +46,11 @@ def recipe_dls(cache, # a prepared cache
                num_workers:int=0, # DataLoader workers
                test_cases=None, # case ids held out of the run entirely (a test set)
                slice_split:bool=False, # split slices at random instead (2D only; leaks patients: LT-Net's thesis)
+               refit:bool=False, # the validation cases train too (`Split.refit`)
               ):
     "DataLoaders for recipe `r` over `cache`, split by patient, with `test_cases` kept out of everything"
     split = dict(valid_cases=valid_cases, valid_pct=valid_pct, fold=fold, n_folds=n_folds, seed=seed,
-                 test_cases=test_cases)
+                 test_cases=test_cases, **({'refit': True} if refit else {}))
     if slice_split and r.dims!=2: raise LitsError(f"recipe {r.name!r} is 3D: a random slice split needs a 2D recipe")
     if slice_split: split['slice_split'] = True
     if r.dims==2:
@@ -136,7 +137,7 @@ def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     "The `auto` recipe of a run: split, plan on the training cases, overrides; the split is returned as explicit cases"
     epochs,size,bs = (scale_kw.get(k) for k in ('epochs', 'size', 'bs'))
     test_cases = sp.test_cases
-    tr,va = sp.cases(cache)
+    tr,va = replace(sp, refit=False).cases(cache)               # a refit's plan is its validated run's
     recipe_kw = dict(recipe_kw or {})
     plan = make_plan(cache, tr, size=size, budget=budget, tumour_stage=recipe_kw.pop('tumour_stage', None),
                      dims=recipe_kw.pop('dims', None))
@@ -229,14 +230,15 @@ class EpochBudget(Callback):
     order = 100                                            # after an epoch's loggers and checkpoints
     def __init__(self, deadline:float, # `time.monotonic()` by which training should be done
                  say:bool=True, # print each correction
-                 window:int=3): # the pace is the median of this many latest epochs: one slow epoch does not set it
-        self.deadline,self.say,self.window = deadline,say,window
+                 window:int=3, # the pace is the median of this many latest epochs: one slow epoch does not set it
+                 clock=time.monotonic): # the clock `deadline` is on
+        self.deadline,self.say,self.window,self.clock = deadline,say,window,clock
     def before_fit(self): self.planned,self.n0,self.times = self.n_epoch,self.n_epoch,[]
-    def before_epoch(self): self.t_epoch = time.monotonic()
+    def before_epoch(self): self.t_epoch = self.clock()
     def after_epoch(self):
-        self.times.append(time.monotonic() - self.t_epoch)
+        self.times.append(self.clock() - self.t_epoch)
         t = float(np.median(self.times[-self.window:]))
-        n = min(self.n0, self.epoch + 1 + max(0, int((self.deadline - time.monotonic()) // t)))
+        n = min(self.n0, self.epoch + 1 + max(0, int((self.deadline - self.clock()) // t)))
         if n != self.planned:
             if self.say: print(f"budget: epochs take {t:.1f} s, so {n} epochs, not {self.planned}", flush=True)
             self.learn.pct_train = (self.epoch + 1)/n   # the schedule's remaining steps spread over the epochs left
@@ -295,6 +297,7 @@ def _fit(learn, r:Recipe, out:Path, resume:bool, progress:bool, main:bool, cbs=N
 def _train_stage(run:SimpleNamespace, r:Recipe, out:Path, deadline:float|None, init:nn.Module|None=None):
     "A learner for `r` in `out` (seeded, from `init`'s weights if given), fitted for its epochs or to `deadline`"
     set_seed(run.sp.seed, reproducible=True)
+    if run.sp.refit: r = replace(r, monitor=None)   # validation trains too: its scores pick no epoch; the last is kept
     dls = recipe_dls(run.cache, r, **run.sp.kwargs(but=('max_cases',)))
     if run.plan is not None: dls.plan = run.plan
     cbs = tracking_callbacks(run.log, out, run_name=out.name) if run.main else []
@@ -310,15 +313,39 @@ def _train_stage(run:SimpleNamespace, r:Recipe, out:Path, deadline:float|None, i
     _fit(learn, r, out, run.resume, run.progress, run.main, bcb)
     return learn
 
-def _finish(learn, cache, out:Path, plan, main:bool, locator=None) -> Path:
-    "Write the run's files: the post-processing `auto` chose on the validation cases, the model file, the curves"
+def _train_stages(run:SimpleNamespace, r:Recipe, out:Path, t0:float, end:float|None) -> tuple:
+    "(learner, liver locator or None): `r` fitted in `out` by `end`, then the plan's tumour stage if it has one"
+    stage2 = run.plan and run.plan['choices'].get('tumour_stage', {}).get('value')
+    learn = _train_stage(run, r, out, end - TUMOUR_SHARE*(end - t0) if stage2 and end else end)
+    if not stage2: return learn, None
+    if run.main and run.progress: print(f"tumour stage: {stage2}", flush=True)
+    return _train_stage(run, replace(r, **stage2), out/'tumour', end, init=learn.model), learn   # at the finer pixel
+
+def _refit(run:SimpleNamespace, r:Recipe, out:Path, t0:float, end:float|None) -> tuple:
+    """(learner, locator, choice): `r` validated in `out/validated` (choices made there), then trained again in `out` on
+    the training and validation cases; a budget is shared in proportion to the slices each run trains on"""
+    first = SimpleNamespace(**{**vars(run), 'sp': replace(run.sp, refit=False)})
+    tr,va = first.sp.cases(run.cache)
+    case = load_manifest(run.cache)['case'].astype(str)
+    n_tr,n_va = int(case.isin(tr).sum()),int(case.isin(va).sum())
+    learn,locator = _train_stages(first, r, out/'validated', t0, end and t0 + (end - t0)*n_tr/(2*n_tr + n_va))
+    _finish(learn, run.cache, out/'validated', run.plan, run.main, locator)
+    pp = out/'validated'/'postprocess.json'
+    chosen = {**json.loads(pp.read_text()), 'chosen_by': 'validated'} if run.main and pp.exists() else None
+    if run.main and run.progress: print(f"refit: the validation case(s) {', '.join(va)} train too", flush=True)
+    return *_train_stages(run, r, out, time.monotonic(), end), chosen
+
+def _finish(learn, cache, out:Path, plan, main:bool, locator=None, chosen=None) -> Path:
+    """Write the run's files: the post-processing `auto` chose on the validation cases (or `chosen`, a refit's), the
+    model file, the curves"""
     model_file = out/'model.safetensors'
     if not main: return model_file
     cas = None if locator is None else Cascade(locator.model.eval(), model_contract(locator), learn.model,
                                                model_contract(learn))
-    if plan is not None and learn.dls.valid_cases:
+    if chosen is None and plan is not None and learn.dls.valid_cases and not getattr(learn.dls, 'refit', False):
         chosen = choose_valid_postprocess(learn if cas is None else (cas, cas.contract), cache, learn.dls.valid_cases,
                                           out/'postprocess')
+    if chosen is not None:
         learn.postprocess,learn.chosen_tta = chosen['postprocess'],chosen['tta']
         if cas is not None: cas.model_contract.update(postprocess=chosen['postprocess'], tta=chosen['tta'])
         write_json(out/'postprocess.json', chosen)
@@ -366,13 +393,9 @@ def train(data, # raw LiTS-style folder or prepared cache
     run = SimpleNamespace(cache=cache, sp=sp, plan=plan, main=main, dist=dist, log=log, pretrained=pretrained,
                           model_kwargs=model_kwargs, resume=resume, progress=progress, budget=budget,
                           fit_budget=bool(budget) and scale_kw['epochs'] is None)
-    stage2 = plan and plan['choices'].get('tumour_stage', {}).get('value')
     end = t0 + budget if budget else None
-    learn = locator = _train_stage(run, r, out, end - TUMOUR_SHARE*budget if stage2 and budget else end)
-    if stage2:
-        if main and progress: print(f"tumour stage: {stage2}", flush=True)
-        learn = _train_stage(run, replace(r, **stage2), out/'tumour', end, init=locator.model)   # at the finer pixel
-    model_file = _finish(learn, cache, out, plan, main, locator if stage2 else None)
+    learn,locator,*chosen = (_refit if sp.refit else _train_stages)(run, r, out, t0, end)
+    model_file = _finish(learn, cache, out, plan, main, locator, *chosen)
     if dist: distrib_barrier()  # the other processes return once the files are written
     return learn, model_file
 
@@ -400,6 +423,7 @@ def train_folds(data, # raw LiTS-style folder or prepared cache
     t0,budget = time.monotonic(),parse_budget(budget)
     sp = replace(Split.of(split, **{k: kw.pop(k) for k in list(kw) if k in Split.__dataclass_fields__}),
                  n_folds=n_folds, valid_cases=None, valid_pct=None)
+    if sp.refit: raise ValueError("train_folds: every case outside the test set trains already; refit is for one run")
     out,cache = Path(out or Path('runs')/f"{arch.replace(':', '_')}_folds"),_run_cache(data, cache, progress)
     runs = []
     for k in range(n_folds):

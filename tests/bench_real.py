@@ -15,6 +15,9 @@ Systems, each given the same training budget (`--budget` seconds; `--epochs N` t
 - with `--folds K`, `auto` is `train_folds(cache, 'auto', n_folds=K)` instead: K runs on patient folds of the training
   and validation cases together, each validated on its fold, as one ensemble post-processed out of fold (nnU-Net's final
   model; the budget shared by the folds), and the bare loop trains on all those cases too;
+- with `--refit`, `auto` is `train(..., refit=True)`: one run validated on the validation cases (its choices), then the
+  same recipe trained again with them in training (the budget shared by the two runs); the bare loop trains on the
+  training and validation cases too;
 - `auto1`: the same plan with its tumour stage refused (`recipe={'tumour_stage': False}`): one stage at the coarse pixel;
 - `bare`: plain PyTorch, segmentation-models-pytorch U-Net with `--bare-encoder` (default resnet50) from scratch, the liver
   window W150/L30, cross-entropy, Adam 1e-3, no augmentation, no post-processing (`bench_auto.bare`);
@@ -36,6 +39,7 @@ seeds per system.
     .venv/bin/python tests/bench_real.py --only auto --recipe-kw '{"aug": null}'   # a variant of auto
     .venv/bin/python tests/bench_real.py --only auto,auto1 --auto-size 64  # the tumour stage against one coarse stage
     .venv/bin/python tests/bench_real.py --folds 3 --epochs 20  # auto as an ensemble of 3 folds, every labelled case trains
+    .venv/bin/python tests/bench_real.py --refit --epochs 20    # auto validated, then refitted with its validation cases
 
 Not collected by pytest (the file name does not start with test_); nothing in the package depends on `../shared/real`.
 """
@@ -77,7 +81,7 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
     if name=='bare':
         torch.manual_seed(seed); np.random.seed(seed)
         budget = a.budget if a.epochs is None else 1e9
-        d, t, tp, ep = B.bare(cache, tr + (va if a.folds else []), te, 'Unet', a.bare_encoder, a.size, budget, seed=seed,
+        d, t, tp, ep = B.bare(cache, tr + (va if a.folds or a.refit else []), te, 'Unet', a.bare_encoder, a.size, budget, seed=seed,
                               epochs=a.epochs)
         return dict(liver=d['liver'][0], tumor=d['tumor'][0], recall=float('nan'), per_case=per_case(d, te), train=t,
                     epochs=ep)
@@ -85,6 +89,7 @@ def run_system(name, cache, data, split, seed, tmp, a, recipe_kw=None):
     if name in ('auto', 'auto1'):
         kw.update(arch='auto', recipe={**(recipe_kw or {}), **({'tumour_stage': False} if name=='auto1' else {})} or None)
         if a.auto_size: kw['size'] = a.auto_size
+        if a.refit: kw['refit'] = True
     else:
         from lits_fastai.recipes import RECIPES
         kw.update(arch=name, size=a.size3d if RECIPES[name].dims==3 else a.size)
@@ -171,12 +176,15 @@ def main(argv=None):
     p.add_argument('--cases', type=int, default=10, help='phantom cases')
     p.add_argument('--folds', type=int, default=None, help="auto as an ensemble of this many folds of the training and "
                    "validation cases (train_folds); the bare loop trains on all of them")
+    p.add_argument('--refit', action='store_true', help="auto chooses on the validation cases, then trains again with "
+                   "them (train(..., refit=True)); the bare loop trains on them too")
     p.add_argument('--ensemble', action='store_true', help="also score each system's seeds as one ensemble")
     p.add_argument('--tta', action='store_true', help="also score each model never and always flipping at test time")
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--keep', default=None, help='folder to keep data, cache and runs in')
     a = p.parse_args(argv)
     if a.folds and a.ensemble: p.error('--folds already ensembles each system: not with --ensemble')
+    if a.folds and a.refit: p.error('--folds trains every labelled case already: not with --refit')
     torch.set_num_threads(a.threads); warnings.filterwarnings('ignore')
     print(f"command: python tests/bench_real.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip(), flush=True)
     systems = [o.strip() for o in a.only.split(',') if o.strip()] + (PAPERS if a.papers else [])
@@ -193,7 +201,7 @@ def main(argv=None):
             if not (src/'volume-1170.nii.gz').exists(): raise SystemExit(f"{src}: no real LiTS slabs here (volume-1170.nii.gz): use --data phantom")
             data = real_data(src, tmp/'data'); cache = prepare(data, tmp); split = REAL_SPLIT
         print(f"data: {a.data}; " + (f"{a.folds} folds of {split[0] + split[1]}" if a.folds else
-                                      f"train {split[0]}, valid {split[1]}") + f", test {split[2]}; "
+                                      f"train {split[0]}, valid {split[1]}" + (' (then refit on both)' if a.refit else '')) + f", test {split[2]}; "
               + (f"{a.epochs} epochs" if a.epochs else f"budget {a.budget:g} s") + f" per system; seeds {a.seeds}", flush=True)
         rows = []
         for seed in [int(s) for s in a.seeds.split(',')]:
