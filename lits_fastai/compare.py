@@ -23,7 +23,7 @@ from .cache import load_manifest, load_case_table, open_case, case_meta, ensure_
 from .split import case_table, compare_folds, check_fold, Split, PAPER_SPLITS, paper_split, LeakageWarning
 from .train import train
 from .modelfile import read_contract
-from .inference import as_model, predict_volume, write_ensemble, mask_name, _tta_of
+from .inference import as_model, predict_volume, write_ensemble, mask_name, tta_of
 from .postprocess import apply_postprocess, post_config, NO_POST, choose_postprocess, scored_classes
 from .evaluate import (evaluate_folder, summarize, write_csv, paired_test, bootstrap_ci, read_labels,
                                   label_files, case_id, CLASSES)
@@ -237,7 +237,7 @@ def _segment_fold(m, f:dict, job:Job, fd:Path, target:str, alt:bool=False) -> tu
     t0 = time.perf_counter()
     for case in f['test']: _segment(m, case, job, fd/'raw_test')
     infer_s = (time.perf_counter()-t0)/len(f['test'])
-    for case in f['test'] if alt else []: _segment(m, case, job, fd/'raw_test_alt', tta=not _tta_of(None, m[1]))
+    for case in f['test'] if alt else []: _segment(m, case, job, fd/'raw_test_alt', tta=not tta_of(None, m[1]))
     choice = choose_postprocess(fd/'raw_valid', job.cases[1], target)
     assert set(choice['cases'])==set(f['valid']), 'the post-processing was chosen on other than the validation cases'
     write_json(fd/'postprocess.json', choice)
@@ -274,7 +274,7 @@ def run_fold(s:System, # the system
     res = dict(fold=f['fold'], train_config=tcfg, eval_config=ecfg, train_s=trained['train_s'],
                resumed=trained['resumed'],
                params=trained['params'], infer_s_per_case=infer_s, target=c['target'],
-               postprocess=choice['postprocess'], tta=_tta_of(job.tta or None, c),
+               postprocess=choice['postprocess'], tta=tta_of(job.tta or None, c),
                model_file='run/model.safetensors', metrics='metrics.csv')   # inside the fold's folder, which may move
     write_json(fd/'result.json', res)
     return res, False

@@ -34,7 +34,7 @@ from .postprocess import NO_POST, DEFAULT_POST, post_config, apply_postprocess, 
 
 # %% auto #0
 __all__ = ['ENSEMBLE_FORMAT', 'ENSEMBLE_SHARED', 'SUMMARY_COLS', 'as_model', 'check_members', 'Ensemble', 'ensemble_files',
-           'load_ensemble', 'write_ensemble', 'autocast_for', 'SliceProbs', 'entropy_map', 'predict_slices',
+           'load_ensemble', 'write_ensemble', 'tta_of', 'autocast_for', 'SliceProbs', 'entropy_map', 'predict_slices',
            'located_box', 'CascadeProbs', 'gaussian_weight', 'sliding_window', 'volume_probs', 'predict_volume3d',
            'predict_volume', 'overlay_png', 'mask_name', 'Scan', 'find_scans', 'longest_diameter', 'scan_stats',
            'Predicted', 'predict_files', 'read_contract_safe']
@@ -201,7 +201,9 @@ def _tta_probs(model, x, binary, tta):
     for d in dims: p = p + _probs(model, x.flip(d), binary).flip(d)
     return p / (len(dims)+1)
 
-def _tta_of(tta, contract) -> bool:
+def tta_of(tta:bool|None, # flip at test time or not; None: as the model chose
+           contract:dict, # the model's contract (its `tta`, chosen on validation by `auto`)
+          )->bool:
     "Flips at test time: `tta` if given, else the model's own choice (its contract's, chosen on validation by `auto`)"
     return bool(contract.get('tta', False)) if tta is None else bool(tta)
 
@@ -259,7 +261,7 @@ class SliceProbs:
         x = torch.from_numpy(x).to(self.device, next(m.parameters()).dtype)
         if c.get('spacing'): x = _pad_to(x, 32)        # a whole slice at the model's spacing: any multiple of 32
         if self.cl: x = x.contiguous(memory_format=torch.channels_last)
-        q = _tta_probs(m, x, self.binary, _tta_of(self.tta, c)).float()[..., :size[0], :size[1]]
+        q = _tta_probs(m, x, self.binary, tta_of(self.tta, c)).float()[..., :size[0], :size[1]]
         return q if tuple(size)==self.hw else F.interpolate(q, size=self.hw, mode='bilinear', align_corners=False)
 
 def _pad_to(x:torch.Tensor, m:int) -> torch.Tensor:
@@ -326,7 +328,7 @@ class CascadeProbs:
                 ):
         c = cascade.contract
         if spacing is None: raise LitsError("a cascade's box is in mm: predict_slices needs the stack's `spacing`")
-        tta = _tta_of(tta, c)                                     # both stages, as chosen for the whole cascade
+        tta = tta_of(tta, c)                                     # both stages, as chosen for the whole cascade
         lab = predict_slices(cascade.locator, cascade.locator_contract, stack, bs, tta, pbar=False, spacing=spacing)
         self.box = located_box(lab, c['box'], spacing)
         self.n = 1 if len(c['classes'])==2 else len(c['classes'])
@@ -394,11 +396,11 @@ def volume_probs(model, # module or `Ensemble`
         x = torch.from_numpy(np.ascontiguousarray(intensity_from_config(c['intensity'])(stack))).float()
         x = x.reshape(1, -1, *stack.shape).to(device) if x.ndim==3 else x.permute(1,0,2,3)[None].to(device)
         if contract.get('mode')=='patch':
-            q = sliding_window(m, x.to(dtype), size, binary=binary, tta=_tta_of(tta, c), sw_batch_size=sw_batch_size)
+            q = sliding_window(m, x.to(dtype), size, binary=binary, tta=tta_of(tta, c), sw_batch_size=sw_batch_size)
         else:
             with autocast_for(device): q = _tta_probs(m, F.interpolate(x, size=size, mode='trilinear',
                                                                        align_corners=False).to(dtype), binary,
-                                                                       _tta_of(tta, c)).float()
+                                                                       tta_of(tta, c)).float()
             q = F.interpolate(q, size=stack.shape, mode='trilinear', align_corners=False)
         p = q if p is None else p.add_(q)
         del x
