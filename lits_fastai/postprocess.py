@@ -104,7 +104,8 @@ def _pred_files(preds) -> list:
 
 def _subset_scores(preds, gt_dir, target) -> tuple:
     "({subset of the task's steps: per-case Dice of each scored class}, cases) of the predictions `preds`"
-    gts,_ = label_files(gt_dir)
+    dirs = gt_dir if isinstance(gt_dir, (list, tuple)) else [gt_dir]
+    gts = {k: v for d in dirs for k,v in label_files(d)[0].items()}
     steps,classes = POST_STEPS[target],scored_classes(target)
     combos = [tuple(b) for b in np.ndindex(*([2]*len(steps)))]          # every subset of the steps
     scores,cases = {c: [] for c in combos},[]
@@ -123,7 +124,7 @@ def _subset_scores(preds, gt_dir, target) -> tuple:
     return scores,cases
 
 def choose_postprocess(preds, # folder or list of predictions in the model's own labels, without post-processing
-                       gt_dir, # folder of the true LiTS label maps
+                       gt_dir, # folder of the true LiTS label maps (or a list of folders)
                        target:str='multiclass', # the model's task: 'multiclass', 'liver' or 'tumor'
                        flipped=None, # the same cases predicted with flips at test time: flips become the first step
                       )->dict: # {'postprocess': steps for `predict_volume`, 'tta': flips kept, 'steps', 'cases', ...}

@@ -113,6 +113,11 @@ def slice_splitter(valid_pct, seed):
         return sorted(idx[m:].tolist()), sorted(idx[:m].tolist())
     return _inner
 
+def _check_refit(slice_split:bool, refit:bool):
+    "A refit trains on the validation cases of a patient-level split: there are none in a slice split"
+    if slice_split and refit: raise ValueError('refit trains on the validation cases of a patient-level split: '
+                                               'not with slice_split')
+
 def item_splitter(valid_cases, # validation case ids
                   slice_split:bool=False, # split the items at random instead (`slice_splitter`)
                   valid_pct:float=0.2, # share of the items for validation with `slice_split`
@@ -129,8 +134,7 @@ def resolve_split(cases, # every case id of the data
                   refit:bool=False, # the validation cases train too (a final model's refit: `Split.refit`)
                  )->tuple: # (train_cases, valid_cases)
     "Check a patient-level split of `cases`, or set up a slice-level one with a `LeakageWarning`"
-    if slice_split and refit: raise ValueError('refit trains on the validation cases of a patient-level split: '
-                                               'not with slice_split')
+    _check_refit(slice_split, refit)
     if slice_split:
         if valid_cases is not None: raise ValueError('slice_split splits slices at random: do not give valid_cases')
         warnings.warn('slice_split=True: validation slices have neighbouring slices of the same patients in training, '
@@ -190,8 +194,7 @@ def split_cases(source, # a prepared cache, or a case table, slice manifest or l
                 refit:bool=False, # the validation cases train too (a final model's refit, `Split.refit`)
                )->tuple: # (training case ids, validation case ids or None)
     "The patient-level split every DataLoaders factory makes, for code that needs it first (e.g. a plan)"
-    if slice_split and refit: raise ValueError('refit trains on the validation cases of a patient-level split: '
-                                               'not with slice_split')
+    _check_refit(slice_split, refit)
     tbl = case_table(load_manifest(source) if isinstance(source, (str, os.PathLike)) else source)
     tbl = limit_cases(without_cases(tbl, test_cases, valid_cases), max_cases, valid_cases, seed)
     if slice_split: return tbl['case'].tolist(), None

@@ -23,7 +23,7 @@ from .cache import prepare_cache, open_case, load_manifest, ensure_cache, is_cac
 from .data import slice_dls
 from .split import Split
 from .data3d import volume_dls
-from .modelfile import save_model_file, model_contract, Cascade
+from .modelfile import save_model_file, model_contract, read_contract, Cascade
 from .learner import build_learner, resume_from, trim_history, EpochCheckpoint
 from .postprocess import choose_postprocess
 from .inference import predict_slices, predict_volume3d, as_model, write_ensemble
@@ -195,33 +195,42 @@ def _valid_predictions(m, c, cache, cases, folder:Path, flips:bool):
             save_nifti(from_slices(lab), folder/sub/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
         save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
 
-def _choose_on(runs, cache, folder, flips:bool) -> dict:
-    "`choose_postprocess` on the predictions of each `((module, contract), cases)` in `runs`, made in `folder`"
-    folder = Path(folder)
-    try:
-        for (m,c),cases in runs: _valid_predictions(m, c, cache, cases, folder, flips)
-        return choose_postprocess(folder/'pred', folder/'gt', c.get('target', 'multiclass'),
-                                  flipped=folder/'flip' if flips else None)
-    finally: shutil.rmtree(folder, ignore_errors=True)
+def _choose_on(folders, target:str, flips:bool) -> dict:
+    "`choose_postprocess` on the predictions in `folders` (each with `pred/`, `flip/` and `gt/`) taken together"
+    files = lambda sub: sorted(f for d in folders for f in (Path(d)/sub).glob('*.nii*'))
+    return choose_postprocess(files('pred'), [Path(d)/'gt' for d in folders], target,
+                              flipped=files('flip') if flips else None)
 
 def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract)` (a `Cascade`)
                              cache, # the cache it trained on
                              cases, # the validation cases
-                             folder, # where to write their predictions and labels (removed afterwards)
+                             folder, # where to write their predictions (`pred/`, `flip/`) and labels (`gt/`); kept
                              flips:bool=True, # also weigh flips at test time (the cases predicted twice)
                             )->dict: # `postprocess.choose_postprocess`'s result
     "Flips at test time and post-processing steps that raise the mean per-case Dice of the validation `cases`"
     dev = next((learn.model if hasattr(learn, 'dls') else learn[0]).parameters()).device
-    return _choose_on([(as_model(learn, dev), cases)], cache, folder, flips)
+    (m,c),folder = as_model(learn, dev),Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)                  # an earlier run's cases are not this one's
+    _valid_predictions(m, c, cache, cases, folder, flips)
+    return _choose_on([folder], c.get('target', 'multiclass'), flips)
+
+def _has_predictions(folder:Path, cases, flips:bool) -> bool:
+    return all((folder/sub/f"segmentation-{case}.nii.gz").exists() for case in cases
+               for sub in ('pred', 'gt') + ('flip',)*flips)
 
 def choose_oof_postprocess(runs, # (model file, its validation cases) of each fold
                            cache, # the cache they trained on
-                           folder, # where to write the predictions and labels (removed afterwards)
                            flips:bool=True, # also weigh flips at test time
                            device=None, # torch device (default: CUDA if available)
                           )->dict: # `postprocess.choose_postprocess`'s result
-    "Flips and post-processing steps chosen on the out-of-fold predictions: each fold's model on its own validation"
-    return _choose_on([(as_model(f, device), cases) for f,cases in runs], cache, folder, flips)
+    """Flips and post-processing steps chosen on the out-of-fold predictions: each fold's model on its own validation
+    cases, read from its run's `validation/` where `train` left them, else predicted there"""
+    folders = [Path(f).parent/'validation' for f,_ in runs]
+    for (f,cases),folder in zip(runs, folders):
+        if _has_predictions(folder, cases, flips): continue
+        shutil.rmtree(folder, ignore_errors=True)
+        _valid_predictions(*as_model(f, device), cache, cases, folder, flips)
+    return _choose_on(folders, read_contract(runs[0][0]).get('target', 'multiclass'), flips)
 
 
 # %% ../nbs/24_train.ipynb #666d2343
@@ -344,7 +353,8 @@ def _finish(learn, cache, out:Path, plan, main:bool, locator=None, chosen=None) 
                                                model_contract(learn))
     if chosen is None and plan is not None and learn.dls.valid_cases and not getattr(learn.dls, 'refit', False):
         chosen = choose_valid_postprocess(learn if cas is None else (cas, cas.contract), cache, learn.dls.valid_cases,
-                                          out/'postprocess')
+                                          out/'validation')
+    else: shutil.rmtree(out/'validation', ignore_errors=True)   # what the folder holds is this run's model's
     if chosen is not None:
         learn.postprocess,learn.chosen_tta = chosen['postprocess'],chosen['tta']
         if cas is not None: cas.model_contract.update(postprocess=chosen['postprocess'], tta=chosen['tta'])
@@ -434,7 +444,7 @@ def train_folds(data, # raw LiTS-style folder or prepared cache
                          progress=progress, **kw)
         runs.append((mf, list(learn.dls.valid_cases)))
     if rank_distrib(): return out
-    chosen = choose_oof_postprocess(runs, cache, out/'oof')
+    chosen = choose_oof_postprocess(runs, cache)
     write_json(out/'postprocess.json', chosen)
     return write_ensemble(out, [f for f,_ in runs], chosen['postprocess'], tta=chosen['tta'],
                           postprocess_chosen_on=f"out-of-fold predictions of {len(chosen['cases'])} cases",
