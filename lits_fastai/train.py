@@ -182,6 +182,8 @@ def time_epoch(learn, # a `Learner` ready to fit
             sync(); tv.append(time.perf_counter() - t0); t0 = time.perf_counter()
     return t*len(dl) + (float(np.mean(tv)) if tv else t/3)*len(learn.dls.valid)
 
+def _seg_file(folder, sub:str, case) -> Path: return Path(folder)/sub/f"segmentation-{case}.nii.gz"
+
 def _valid_predictions(m, c, cache, cases, folder:Path, flips:bool):
     "Write model `(m, c)`'s segmentations of `cases` (`pred/`, and averaged over flips `flip/`) and labels (`gt/`)"
     man = load_manifest(cache).drop_duplicates('case').set_index('case')
@@ -192,13 +194,13 @@ def _valid_predictions(m, c, cache, cases, folder:Path, flips:bool):
         for sub,tta in [('pred', False), ('flip', True)][:1+flips]:
             lab = (predict_volume3d(m, c, img, tta=tta) if c.get('dims')==3 else
                    predict_slices(m, c, img, tta=tta, spacing=(sy, sx), pbar=False))
-            save_nifti(from_slices(lab), folder/sub/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
-        save_nifti(from_slices(np.asarray(lbl)), folder/'gt'/f"segmentation-{case}.nii.gz", affine=aff, canonical=False)
+            save_nifti(from_slices(lab), _seg_file(folder, sub, case), affine=aff, canonical=False)
+        save_nifti(from_slices(np.asarray(lbl)), _seg_file(folder, 'gt', case), affine=aff, canonical=False)
 
-def _choose_on(folders, target:str, flips:bool) -> dict:
-    "`choose_postprocess` on the predictions in `folders` (each with `pred/`, `flip/` and `gt/`) taken together"
-    files = lambda sub: sorted(f for d in folders for f in (Path(d)/sub).glob('*.nii*'))
-    return choose_postprocess(files('pred'), [Path(d)/'gt' for d in folders], target,
+def _choose_on(runs, target:str, flips:bool) -> dict:
+    "`choose_postprocess` on the segmentations of each `(folder, cases)` in `runs` (`pred/`, `flip/`, `gt/`) together"
+    files = lambda sub: [_seg_file(d, sub, c) for d,cases in runs for c in cases]
+    return choose_postprocess(files('pred'), [Path(d)/'gt' for d,_ in runs], target,
                               flipped=files('flip') if flips else None)
 
 def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract)` (a `Cascade`)
@@ -212,11 +214,10 @@ def choose_valid_postprocess(learn, # a trained `Learner`, or `(module, contract
     (m,c),folder = as_model(learn, dev),Path(folder)
     shutil.rmtree(folder, ignore_errors=True)                  # an earlier run's cases are not this one's
     _valid_predictions(m, c, cache, cases, folder, flips)
-    return _choose_on([folder], c.get('target', 'multiclass'), flips)
+    return _choose_on([(folder, cases)], c.get('target', 'multiclass'), flips)
 
 def _has_predictions(folder:Path, cases, flips:bool) -> bool:
-    return all((folder/sub/f"segmentation-{case}.nii.gz").exists() for case in cases
-               for sub in ('pred', 'gt') + ('flip',)*flips)
+    return all(_seg_file(folder, sub, case).exists() for case in cases for sub in ('pred', 'gt') + ('flip',)*flips)
 
 def choose_oof_postprocess(runs, # (model file, its validation cases) of each fold
                            cache, # the cache they trained on
@@ -230,7 +231,8 @@ def choose_oof_postprocess(runs, # (model file, its validation cases) of each fo
         if _has_predictions(folder, cases, flips): continue
         shutil.rmtree(folder, ignore_errors=True)
         _valid_predictions(*as_model(f, device), cache, cases, folder, flips)
-    return _choose_on(folders, read_contract(runs[0][0]).get('target', 'multiclass'), flips)
+    target = read_contract(runs[0][0]).get('target', 'multiclass')
+    return _choose_on([(d, cases) for d,(_,cases) in zip(folders, runs)], target, flips)
 
 
 # %% ../nbs/24_train.ipynb #666d2343
