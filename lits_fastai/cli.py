@@ -246,18 +246,36 @@ def _train_run(data, out=None, n_folds=None, **kwargs):
     if rank_distrib()==0: print(f"{'ensemble' if n_folds else 'model file'}: {fn}")
     if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
 
+def _recipe_flag(recipe:str|None):
+    "`--recipe`: a recipe's name, or a JSON dict of `Recipe` fields (`'{\"spacing\": 0.4}'`); a bad dict exits"
+    if recipe is None or not recipe.lstrip().startswith('{'): return recipe
+    import json; from lits_fastai.recipes import Recipe
+    try: d = json.loads(recipe)
+    except ValueError as e: sys.exit(f"lits-train: --recipe {recipe}: not a JSON dict ({e})")
+    bad = sorted(set(d) - set(Recipe.__dataclass_fields__) - {'tumour_stage'})
+    if bad: sys.exit(f"lits-train: --recipe: {', '.join(bad)}: no such Recipe field (fields: "
+                     f"{', '.join(Recipe.__dataclass_fields__)})")
+    return d
+
 def _train_flags(arch, recipe, encoder, tumour_stage, folds, fold, dims=None) -> tuple:
     "(arch, recipe) of lits-train's flags: `--encoder` in an smp name, a dict changing `auto`'s plan; bad pairs exit"
     if fold is not None and not folds: sys.exit('lits-train: --fold K needs --folds N')
-    for flag,on in (('--tumour-stage', tumour_stage), ('--dims', dims is not None)):
+    recipe = _recipe_flag(recipe)
+    if recipe is not None and folds: sys.exit("lits-train: --folds cross-validates the architecture's own recipe "
+                                              "(as lits-compare): --recipe is for one run")
+    if arch=='auto' and isinstance(recipe, str) and recipe!='auto':
+        sys.exit(f"lits-train: --arch auto plans its own recipe, not {recipe!r}: --recipe takes a JSON dict of the "
+                 f"choices to fix, e.g. '{{\"spacing\": 0.4}}'")
+    fixed = recipe if isinstance(recipe, dict) else {}
+    for flag,on in (('--tumour-stage', tumour_stage or 'tumour_stage' in fixed), ('--dims', dims is not None)):
         if on and (arch!='auto' or folds):
             sys.exit(f'lits-train: {flag} is a choice of --arch auto, for one run (not --folds)')
     if dims not in (None, 2, 3): sys.exit(f'lits-train: --dims {dims}: 2 (2.5D slices) or 3 (3D patches)')
     if encoder and arch.startswith('smp:') and arch.count(':')==1: arch = f"{arch}:{encoder}"
     if arch!='auto': return arch, recipe
-    plan = {**({'arch': f"smp:Unet:{encoder}"} if encoder else {}), **({'tumour_stage': True} if tumour_stage else {}),
-            **({'dims': dims} if dims else {})}
-    return arch, plan or recipe                                      # a dict changes the plan
+    plan = {**fixed, **({'arch': f"smp:Unet:{encoder}"} if encoder else {}),
+            **({'tumour_stage': True} if tumour_stage else {}), **({'dims': dims} if dims else {})}
+    return arch, plan or None                                        # a dict fixes choices of the plan
 
 def _check_final_flags(ensemble_folds, refit, folds, valid_cases, valid_pct, resume):
     "Exit with one line where a flag contradicts `--ensemble-folds` (each run validated on its fold) or `--refit`"
@@ -272,7 +290,7 @@ def _check_final_flags(ensemble_folds, refit, folds, valid_cases, valid_pct, res
 @call_parse
 def lits_train(data:str, # raw LiTS-style folder or a cache from lits-prepare
                arch:str='ltnet', # ltnet, hybrid, cafct, dyntransnet(2d), unet3d, smp:<Arch>[:<enc>], monai:<Net>, auto
-               recipe:str=None, # recipe name (default: the architecture's own)
+               recipe:str=None, # recipe name (default: the architecture's own), or a JSON dict of fields changing it
                epochs:int=None, # number of epochs (default: the recipe's)
                size:int=None, # image size in pixels (default: the recipe's)
                bs:int=None, # batch size (default: the recipe's)

@@ -242,6 +242,7 @@ def _plan_2d(fs:dict, cache, train_cases, ch:dict, choose, dev:str, device, size
     "The 2.5D configuration: pixel spacing, patch, context, intensity, tumour stage, network, sampling"
     target,cap,why = _plan_spacing(fs, cache, dev, size)
     choose('spacing', target, why)
+    target = ch['spacing']['value'] or fs['in-plane spacing (mm)']['median']     # as asked for, if it was
     side = fs['field of view (mm)']['median']/target
     choose('size', min(cap, _up32(side)),
            f"the median slice ({side:.0f} px at {target:.3g} mm) rounded up to a multiple of 32, at most {cap}")
@@ -267,13 +268,17 @@ def make_plan(cache, # a prepared cache
                                       # by `train`)
               tumour_stage:bool|None=None, # True/False: a second, tumour stage or not (None: the plan decides)
               dims:int|None=None, # 3: 3D patches, 2: 2.5D slices (None: the plan decides; 3D only on a GPU)
+              fixed:dict|None=None, # choices asked for (`Recipe` fields, e.g. {'spacing': 0.4, 'size': 256}): taken as
+                                    # given, the rest planned around them (a budget's encoder timed on that input)
              )->dict:
     "The `auto` recipe's configuration for `cache`, from the fingerprint of `train_cases` and the machine, with reasons"
     train_cases = sorted(map(str, train_cases))
     if not train_cases: raise LitsError(f"{cache}: no training cases to plan on")
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')).type
-    fs,ch = fingerprint_summary(cache, train_cases),{}
-    def choose(k, v, why): ch[k] = {'value': v, 'why': why}
+    fs,ch,fixed = fingerprint_summary(cache, train_cases),{},dict(fixed or {})
+    def choose(k, v, why):
+        ch[k] = ({'value': fixed[k], 'why': f"asked for (the plan's own: {v!r}, {why})"} if k in fixed
+                 else {'value': v, 'why': why})
     choose('dims', *_plan_dims(fs, dev, dims))
     if ch['dims']['value']==3:
         if tumour_stage: raise ValueError("a tumour stage is a choice of the 2.5D plan, not of dims=3")

@@ -140,7 +140,7 @@ def _auto_recipe(cache, out, sp:Split, scale_kw:dict, budget, recipe_kw, main):
     tr,va = replace(sp, refit=False).cases(cache)               # a refit's plan is its validated run's
     recipe_kw = dict(recipe_kw or {})
     plan = make_plan(cache, tr, size=size, budget=budget, tumour_stage=recipe_kw.pop('tumour_stage', None),
-                     dims=recipe_kw.pop('dims', None))
+                     dims=recipe_kw.pop('dims', None), fixed=recipe_kw)
     flat = plan['choices']['dims']['value']==2                  # a 3D plan's patch is already within `size`
     kw = {**({'size': int(size)} if size is not None and flat else {}), **recipe_kw}   # None values count too
     r = replace(plan_recipe(plan, epochs=epochs, bs=bs), **kw)

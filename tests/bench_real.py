@@ -167,9 +167,8 @@ def main(argv=None):
     p.add_argument('--epochs', type=int, default=None, help='train every system this many epochs instead of a budget')
     p.add_argument('--only', default='auto,bare', help='comma-separated systems: auto, bare, or a paper recipe')
     p.add_argument('--papers', action='store_true', help="add the papers' recipes")
-    p.add_argument('--recipe-kw', default=None, help="JSON of Recipe fields for auto, e.g. '{\"aug\": null}'; they "
-                   "change the plan after it is made: with a budget, its encoder is the one timed on its own input (a larger "
-                   "input then trains fewer epochs of it); compare input sizes or pixels with --epochs")
+    p.add_argument('--recipe-kw', default=None, help="JSON of Recipe fields for auto, e.g. '{\"aug\": null}'; the "
+                   "plan takes them as given and plans the rest around them (with a budget, its encoder is timed on that input)")
     p.add_argument('--size', type=int, default=128, help='2D input size of the papers and the bare loop')
     p.add_argument('--size3d', type=int, default=64)
     p.add_argument('--auto-size', type=int, default=None, help="auto's largest patch side (default: the plan's, 128 on a CPU)")

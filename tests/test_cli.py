@@ -71,9 +71,10 @@ def test_auto_plans_on_training_cases_trains_to_a_budget_and_replays_in_the_scan
     assert (plan['train_cases'], plan['valid_cases'], plan['test_cases']) == (['0', '1', '2', '3'], ['4'], ['5'])
     out = tmp_path/'auto'
     p = run('lits-train', synth_cache, '--arch', 'auto', '--size', 32, '--valid-cases', '4', '--test-cases', '5', '--budget', '20s',
-            '--pretrained', 'no', '--out', out, timeout=900)
+            '--recipe', '{"context": 5}', '--pretrained', 'no', '--out', out, timeout=900)
     assert re.search(r'budget 20 s \(\d+ s left\): an epoch takes about [\d.]+ s here, so \d+ epochs', p.stdout), p.stdout
     saved = json.loads((out/'plan.json').read_text())
+    assert saved['choices']['context']['value'] == 5 and saved['choices']['context']['why'].startswith('asked for')
     assert saved['train_cases'] == plan['train_cases'] and saved['choices']['intensity'] == plan['choices']['intensity']
     from lits_fastai.learner import read_contract
     c = read_contract(out/'model.safetensors')
@@ -107,6 +108,13 @@ def test_tumour_stage_trains_a_cascade_that_lits_predict_replays(synth_data, syn
     assert '--dims is a choice of --arch auto' in p.stderr and 'Traceback' not in p.stderr
     p = run('lits-train', synth_cache, '--arch', 'auto', '--dims', 4, ok=False)
     assert '--dims 4: 2 (2.5D slices) or 3 (3D patches)' in p.stderr and 'Traceback' not in p.stderr
+    for args, said in ((('--arch', 'auto', '--recipe', 'ltnet'), '--arch auto plans its own recipe'),
+                       (('--arch', 'auto', '--recipe', '{"spacing": 0.4'), 'not a JSON dict'),
+                       (('--arch', 'auto', '--recipe', '{"spcing": 0.4}'), 'spcing: no such Recipe field'),
+                       (('--arch', 'ltnet', '--recipe', '{"tumour_stage": true}'), 'a choice of --arch auto'),
+                       (('--arch', 'ltnet', '--folds', 2, '--recipe', 'ltnet'), '--recipe is for one run')):
+        p = run('lits-train', synth_cache, *args, ok=False)
+        assert said in p.stderr and 'Traceback' not in p.stderr, (args, p.stderr)
 
 
 def test_train_rejects_a_missing_folder(tmp_path):
