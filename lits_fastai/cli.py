@@ -137,6 +137,7 @@ def lits_plan(data:str, # raw LiTS-style folder or a cache from lits-prepare
               seed:int=42, # seed of the split
               cache:str=None, # where to cache a raw DATA folder
               dims:int=None, # 3: 3D patches, 2: 2.5D slices (default: the plan's, 3D on a GPU for thin slices)
+              recipe:str=None, # a JSON dict of choices to fix, e.g. '{"spacing": 0.4}' (as lits-train --recipe)
              ):
     "Print the fingerprint of the training cases and the auto recipe's plan, and write plan.json"
     import pandas as pd
@@ -144,10 +145,14 @@ def lits_plan(data:str, # raw LiTS-style folder or a cache from lits-prepare
     from lits_fastai.cache import ensure_cache
     from lits_fastai.split import split_cases
     from lits_fastai.plan import make_plan, parse_budget, show_plan
+    fixed = _recipe_flag(recipe, 'lits-plan') or {}
+    if isinstance(fixed, str): sys.exit(f"lits-plan: --recipe {fixed}: a JSON dict of choices to fix, not a name")
+    stage,asked = fixed.pop('tumour_stage', None),fixed.pop('dims', None)
     with cli_errors('lits-plan', out=out):
         c = ensure_cache(data, cache, progress=False)
         tr,va = split_cases(c, valid_pct, parse_cases(valid_cases), seed=seed, test_cases=parse_cases(test_cases))
-        plan = {**make_plan(c, tr, device, size, parse_budget(budget), dims=dims), 'valid_cases': va,
+        plan = {**make_plan(c, tr, device, size, parse_budget(budget), stage, asked if dims is None else dims, fixed),
+                'valid_cases': va,
                 'test_cases': parse_cases(test_cases) or []}
         write_json(out, plan)
     with pd.option_context('display.width', 200, 'display.max_colwidth', 120):
@@ -246,14 +251,14 @@ def _train_run(data, out=None, n_folds=None, **kwargs):
     if rank_distrib()==0: print(f"{'ensemble' if n_folds else 'model file'}: {fn}")
     if is_distributed(): distrib_barrier(); torch.distributed.destroy_process_group()
 
-def _recipe_flag(recipe:str|None):
+def _recipe_flag(recipe:str|None, prog:str='lits-train'):
     "`--recipe`: a recipe's name, or a JSON dict of `Recipe` fields (`'{\"spacing\": 0.4}'`); a bad dict exits"
     if recipe is None or not recipe.lstrip().startswith('{'): return recipe
     import json; from lits_fastai.recipes import Recipe
     try: d = json.loads(recipe)
-    except ValueError as e: sys.exit(f"lits-train: --recipe {recipe}: not a JSON dict ({e})")
+    except ValueError as e: sys.exit(f"{prog}: --recipe {recipe}: not a JSON dict ({e})")
     bad = sorted(set(d) - set(Recipe.__dataclass_fields__) - {'tumour_stage'})
-    if bad: sys.exit(f"lits-train: --recipe: {', '.join(bad)}: no such Recipe field (fields: "
+    if bad: sys.exit(f"{prog}: --recipe: {', '.join(bad)}: no such Recipe field (fields: "
                      f"{', '.join(Recipe.__dataclass_fields__)})")
     return d
 

@@ -69,6 +69,11 @@ def test_auto_plans_on_training_cases_trains_to_a_budget_and_replays_in_the_scan
     run('lits-plan', synth_cache, '--valid-cases', '4', '--test-cases', '5', '--out', tmp_path/'plan.json')
     plan = json.loads((tmp_path/'plan.json').read_text())
     assert (plan['train_cases'], plan['valid_cases'], plan['test_cases']) == (['0', '1', '2', '3'], ['4'], ['5'])
+    run('lits-plan', synth_cache, '--valid-cases', '4', '--test-cases', '5', '--recipe', '{"spacing": 3.5, "context": 1}',
+        '--out', tmp_path/'fixed.json')
+    fixed = json.loads((tmp_path/'fixed.json').read_text())['choices']
+    assert (fixed['spacing']['value'], fixed['context']['value']) == (3.5, 1) and fixed['spacing']['why'].startswith('asked for')
+    assert fixed['size']['value'] <= plan['choices']['size']['value']       # a coarser pixel: the slice in fewer pixels
     out = tmp_path/'auto'
     p = run('lits-train', synth_cache, '--arch', 'auto', '--size', 32, '--valid-cases', '4', '--test-cases', '5', '--budget', '20s',
             '--recipe', '{"context": 5}', '--pretrained', 'no', '--out', out, timeout=900)
