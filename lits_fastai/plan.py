@@ -189,7 +189,8 @@ def _plan_tumour_stage(fs:dict, cache, target:float, cap:int, force:bool|None) -
     if force is not None or target < 1.5*fine: return None, f"one stage at {target:.3g} mm" + (
         " (`tumour_stage` False)" if force is not None else f", within 1.5x of the finest pixel ({fine:.3g} mm)")
     return None, (f"one stage at {target:.3g} mm, {target/fine:.1f}x the finest pixel ({fine:.3g} mm): a tumour "
-                  f"stage (`tumour_stage`) did not pay at equal time (real slabs: lower, phantom: within the spread)")
+                  f"stage (`tumour_stage`) gained no Dice at equal time on the real slabs (it found more "
+                  f"lesions; phantom: liver higher)")
 
 ANISOTROPY_3D = 3.   # slices at most this many pixels thick: 3D patches on a GPU (nnU-Net's anisotropy threshold)
 MAX_PATCH3D = {'cuda': (128, 128, 128), 'cpu': (32, 64, 64)}   # the largest 3D patch (D, H, W) each device trains

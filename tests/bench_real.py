@@ -11,7 +11,8 @@ slabs: they are scored once per run.
 
 Systems, each given the same training budget (`--budget` seconds; `--epochs N` trains every system N epochs instead):
 - `auto`: `train(cache, 'auto', budget=...)`, the package's plan (`--auto-size S`: its largest patch side, as
-  `lits-train --size S`: below the median slice the plan coarsens the pixel and adds a tumour stage);
+  `lits-train --size S`: below the median slice the plan coarsens the pixel; `--recipe-kw '{"tumour_stage": true}'`
+  adds the tumour stage, which the plan leaves off);
 - with `--folds K`, `auto` is `train_folds(cache, 'auto', n_folds=K)` instead: K runs on patient folds of the training
   and validation cases together, each validated on its fold, as one ensemble post-processed out of fold (nnU-Net's final
   model; the budget shared by the folds), and the bare loop trains on all those cases too;
@@ -37,7 +38,8 @@ seeds per system.
     .venv/bin/python tests/bench_real.py --papers              # the papers' recipes too
     .venv/bin/python tests/bench_real.py --data phantom        # the same on realistic phantom cases
     .venv/bin/python tests/bench_real.py --only auto --recipe-kw '{"aug": null}'   # a variant of auto
-    .venv/bin/python tests/bench_real.py --only auto,auto1 --auto-size 64  # the tumour stage against one coarse stage
+    .venv/bin/python tests/bench_real.py --only auto,auto1 --auto-size 64 --recipe-kw '{"tumour_stage": true}'
+                                                               # the tumour stage against one coarse stage
     .venv/bin/python tests/bench_real.py --folds 3 --epochs 20  # auto as an ensemble of 3 folds, every labelled case trains
     .venv/bin/python tests/bench_real.py --refit --epochs 20    # auto validated, then refitted with its validation cases
 
